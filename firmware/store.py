@@ -1,0 +1,29 @@
+"""Atomic JSON files on flash: write a temporary file, then rename over the old one.
+
+LittleFS (the ESP32 default) renames atomically, so after a power cut the file is either the old
+or the new version. A leftover temporary file is ignored. These writes block the VM for a few
+milliseconds: callers do them on state changes only, never per frame.
+"""
+import json
+import os
+
+
+def load(path, default=None):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except OSError:
+        return default
+    except ValueError as e:
+        raise ValueError('%s: not valid JSON (%s)' % (path, e))
+
+
+def save(path, data):
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(data, f)
+    try:
+        os.rename(tmp, path)
+    except OSError:  # FAT refuses to rename onto an existing file
+        os.remove(path)
+        os.rename(tmp, path)
