@@ -24,6 +24,10 @@ def save(path, data):
         json.dump(data, f)
     try:
         os.rename(tmp, path)
-    except OSError:  # FAT refuses to rename onto an existing file
+    except OSError as e:
+        # Only "exists" may remove the old file first (a filesystem that will not rename onto
+        # one); after an I/O error the old file must stay, or a power cut next loses both.
+        if e.errno != 17:  # EEXIST
+            raise
         os.remove(path)
         os.rename(tmp, path)
