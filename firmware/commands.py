@@ -6,7 +6,11 @@ raises CommandError with a reason the caller can show (HTTP 4xx/5xx, LFCP ERR, a
 
 
 class CommandError(Exception):
-    pass
+    """The command could not be carried out (not configured, camera off, router refused...)."""
+
+
+class BadArgs(CommandError):
+    """The command's arguments are wrong: the caller's mistake, not the device's state."""
 
 
 class Commands:

@@ -1,0 +1,87 @@
+"""Shared test helpers: required binaries, free ports, a tiny MJPEG reader."""
+import os
+import shutil
+import socket
+import time
+
+import pytest
+
+CI = os.environ.get('CI') == 'true'
+
+
+def need_binary(name, package=None):
+    """Path of a Debian tool, or skip; in CI (CI=true) a missing tool fails the test instead."""
+    path = shutil.which(name)
+    if not path:
+        why = '%s not installed (Debian package %s)' % (name, package or name)
+        if CI:
+            pytest.fail('CI must run this test: ' + why)
+        pytest.skip(why)
+    return path
+
+
+def free_port(kind=socket.SOCK_STREAM):
+    s = socket.socket(socket.AF_INET, kind)
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_port(port, timeout=20.0, host='127.0.0.1'):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+class MjpegReader:
+    """Reads a multipart/x-mixed-replace response from a raw socket, part by part."""
+
+    def __init__(self, port, path='/stream', timeout=10.0, host='127.0.0.1'):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.sendall(('GET %s HTTP/1.1\r\nHost: %s:%d\r\n\r\n' % (path, host, port)).encode())
+        self.buf = b''
+        head = self._until(b'\r\n\r\n')
+        lines = head.decode('latin-1').split('\r\n')
+        self.status = int(lines[0].split()[1])
+        self.headers = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(':')
+            self.headers[k.strip().lower()] = v.strip()
+        ctype = self.headers.get('content-type', '')
+        self.boundary = ctype.split('boundary=')[-1].encode() if 'boundary=' in ctype else None
+
+    def _fill(self):
+        data = self.sock.recv(65536)
+        if not data:
+            raise EOFError('stream closed')
+        self.buf += data
+
+    def _until(self, marker):
+        while marker not in self.buf:
+            self._fill()
+        i = self.buf.index(marker)
+        out, self.buf = self.buf[:i], self.buf[i + len(marker):]
+        return out
+
+    def frame(self):
+        """Next part: (headers dict, jpeg bytes)."""
+        self._until(b'--' + self.boundary + b'\r\n')
+        head = self._until(b'\r\n\r\n').decode('latin-1')
+        h = {}
+        for line in head.split('\r\n'):
+            k, _, v = line.partition(':')
+            h[k.strip().lower()] = v.strip()
+        n = int(h['content-length'])
+        while len(self.buf) < n:
+            self._fill()
+        jpeg, self.buf = self.buf[:n], self.buf[n:]
+        return h, jpeg
+
+    def close(self):
+        self.sock.close()
