@@ -16,8 +16,10 @@ from micropython import const
 from array import array
 
 # Per Huffman table (slot 0..3 DC, 4..7 AC) in self._tab:
-#   [0:512]   code length for each 9-bit lookahead (0 = code longer than 9 bits)
-#   [512:1024] symbol for each 9-bit lookahead
+#   [0:512]   code length for each 9-bit lookahead (0 = code longer than 9
+#             bits); AC tables: code length + number of extra bits
+#   [512:1024] symbol for each 9-bit lookahead; AC tables: the zigzag advance
+#             (run + 1, 16 for ZRL, 0 for EOB)
 #   [1024:1280] HUFFVAL
 _LT = const(1280)
 # Per table in self._slow (array 'H'): [l] first code of length l,
@@ -242,8 +244,14 @@ def _scan(data: ptr8, tab: ptr8, slow: ptr16, par: ptr32, out: ptr8) -> int:
                     look = (buf >> (bits - 9)) & 511
                     l = int(tab[tb + look])
                     if l != 0:
-                        s = int(tab[tb + 512 + look])
+                        # AC fast path: l = code length + extra bits (<= 24 <
+                        # 25 bits present), entry = zigzag advance, 0 = EOB
                         bits -= l
+                        l = int(tab[tb + 512 + look])
+                        if l == 0:
+                            break
+                        k += l
+                        continue
                     else:
                         sb = t * 64
                         s = -1
@@ -440,8 +448,15 @@ class LumaExtractor:
                     sh = 9 - l
                     a = code << sh
                     sym = raw[base + 16 + k]
+                    if isdc:
+                        ln = l
+                    else:
+                        # AC: consume code + extra bits at once; store the
+                        # zigzag advance (r+1, 16 for ZRL, 0 for EOB)
+                        ln = l + (sym & 15)
+                        sym = (sym >> 4) + 1 if sym & 15 else (16 if sym == 0xF0 else 0)
                     for j in range(a, a + (1 << sh)):
-                        tab[tb + j] = l
+                        tab[tb + j] = ln
                         tab[tb + 512 + j] = sym
                 code += 1
                 k += 1
@@ -540,6 +555,8 @@ class LumaExtractor:
         # returns True if this scan held the luma component (decoded)
         if self._nf == 0:
             raise ValueError("corrupt JPEG: SOS before SOF")
+        if end - i < 1:
+            raise ValueError("corrupt JPEG: bad SOS segment")
         ns = d[i]
         if ns < 1 or ns > self._nf or end - i != 4 + 2 * ns:
             raise ValueError("corrupt JPEG: bad SOS segment")
@@ -614,6 +631,12 @@ class LumaExtractor:
 
     def extract(self, jpeg):
         """Fill self.luma from a baseline JPEG; return (w8, h8)."""
+        self.extract_into(jpeg)
+        return self.w8, self.h8
+
+    def extract_into(self, jpeg):
+        """extract() without the result tuple: allocates nothing at all
+        (once the Huffman tables are cached); sets self.w8, self.h8."""
         d = jpeg
         n = len(d)
         if n < 4 or d[0] != 0xFF or d[1] != 0xD8:
@@ -676,7 +699,7 @@ class LumaExtractor:
                     p = _skip_entropy(d, p, n)
                     if p >= n:
                         raise ValueError("truncated JPEG: no EOI after the scan")
-                    return self.w8, self.h8
+                    return
                 i = _skip_entropy(d, i, n)
 
     def from_gray(self, buf, w, h):
