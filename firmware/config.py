@@ -137,6 +137,7 @@ SCHEMA = {
         'lease_s': (int, 3600, (0, 604800)),
         'echo_url': (str, '', None),
         'check_s': (int, 300, (10, 86400)),
+        'ssdp': (str, '239.255.255.250:1900', lambda v: _hostports([v])),
     },
     'watchdog': {
         'timeout_s': (int, 30, (0, 3600)),

@@ -1,0 +1,1 @@
+"""Helpers for the UPnP tests: the MicroPython driver process, and network namespaces."""

@@ -1,0 +1,82 @@
+# Runs the Exposure service on the MicroPython VM for tests/test_upnp*.py, driven over stdin.
+#
+# cwd is a temp flash dir with config.json. Env: UPNP_LAN="ip/mask" (the station address; the
+# netns test gives the real one). One JSON command per stdin line: {"cmd": "open"|"close"|
+# "status"|"shutdown"|"uplink"|"allows"|"find"|"exit", ...}; one "R <json>" line answers each.
+# Notifications (Telegram in the firmware) print as "N <json text>".
+import asyncio
+import json
+import os
+import sys
+
+from firmware import config
+from firmware.commands import CommandError, Commands
+from firmware.events import Bus
+from firmware.exposure import Exposure
+from firmware.log import Log
+from firmware import upnp
+
+
+def out(kind, obj):
+    print(kind, json.dumps(obj))
+
+
+async def notify(text):
+    out('N', text)
+
+
+async def main():
+    cfg = config.load('config.json')
+    log = Log(50)
+    bus = Bus(log)
+    lan = (os.getenv('UPNP_LAN') or '127.0.0.1/255.0.0.0').split('/')
+    exp = Exposure(cfg, log, notify=notify, bus=bus, lan=lambda: (lan[0], lan[1]))
+    cmds = Commands(log)
+    cmds.register('open', exp.open, 'open a port forward')
+    cmds.register('close', exp.close, 'close it')
+    asyncio.create_task(exp.run())
+    out('R', {'ready': True})
+    rd = asyncio.StreamReader(sys.stdin)
+    while True:
+        line = await rd.readline()
+        if not line:
+            break
+        try:
+            c = json.loads(line)
+        except ValueError:
+            out('R', {'ok': False, 'error': 'bad json'})
+            continue
+        cmd = c.get('cmd')
+        try:
+            if cmd in ('open', 'close'):
+                res = {'ok': True, 'text': await cmds.run(cmd, c.get('args'), 'test')}
+            elif cmd == 'status':
+                res = {'ok': True, 'status': exp.status()}
+            elif cmd == 'shutdown':
+                await exp.shutdown()
+                res = {'ok': True, 'status': exp.status()}
+            elif cmd == 'uplink':
+                bus.emit('uplink', True)
+                res = {'ok': True}
+            elif cmd == 'allows':
+                res = {'ok': True, 'allows': exp.allows(c['peer'], c['target'], c.get('cookie')),
+                       'required': exp.required}
+            elif cmd == 'find':
+                host, port = cfg.upnp.ssdp.split(':')
+                igd = await upnp.find((host, int(port)))
+                res = {'ok': True, 'control': igd.control, 'service': igd.service,
+                       'external': await igd.external_ip()}
+            elif cmd == 'exit':
+                out('R', {'ok': True})
+                break
+            else:
+                res = {'ok': False, 'error': 'unknown cmd'}
+        except CommandError as e:
+            res = {'ok': False, 'error': e.args[0]}
+        except upnp.UPnPError as e:
+            res = {'ok': False, 'error': str(e), 'code': e.code}
+        out('R', res)
+    sys.stdout.flush() if hasattr(sys.stdout, 'flush') else None
+
+
+asyncio.run(main())
