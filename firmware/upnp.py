@@ -6,6 +6,7 @@ WANPPPConnection:1, and SOAP calls over the firmware's one HTTP client. Router f
 UPnPError with a sentence a user can act on; `.code` keeps the UPnP error number.
 """
 import asyncio
+import select
 import socket
 import sys
 import time
@@ -144,6 +145,8 @@ async def discover(target=SSDP, wait_ms=2500, settle_ms=300):
             except OSError:
                 pass
         s.setblocking(False)
+        poller = select.poll()  # polled with a zero timeout: no exception per empty read
+        poller.register(s, select.POLLIN)
         t0 = time.ticks_ms()
         deadline = wait_ms
         sent = 0
@@ -152,10 +155,12 @@ async def discover(target=SSDP, wait_ms=2500, settle_ms=300):
                 for st in DEVICES:  # resent once: SSDP is UDP and M-SEARCH gets lost
                     s.sendto(msearch(st), addr)
                 sent += 1
+            if not poller.poll(0):
+                await asyncio.sleep_ms(30)
+                continue
             try:
                 data = s.recv(1024)
-            except OSError:  # EAGAIN: nothing yet
-                await asyncio.sleep_ms(30)
+            except OSError:
                 continue
             loc = header(data, b'location')
             if loc and loc not in found and loc.startswith('http://'):

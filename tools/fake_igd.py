@@ -12,6 +12,7 @@ Scripted behaviour for tests, set on the object (or by flags on the command line
   faults     [(action, code)] one-shot faults, consumed in order of use
   external   the external address; change it to test the DDNS notification
   drop()     forget every mapping (a router reboot)
+  public     what GET /echo answers (an "echo my address" service; None: the external address)
 
     python tools/fake_igd.py --http 5000 --ssdp 1900 --external 198.51.100.7
 """
@@ -95,6 +96,7 @@ class FakeIGD:
         self.service = service or 'urn:schemas-upnp-org:service:WANIPConnection:%d' % (
             2 if version == 2 else 1)
         self.external = external
+        self.public = None
         self.uuid = '5c7b6a33-1d2e-4f00-9a5e-000000000001'
         self.mappings = {}  # (ext port, proto) -> dict
         self.taken = {}
@@ -125,6 +127,8 @@ class FakeIGD:
             def do_GET(self):
                 if self.path == '/rootDesc.xml':
                     self._send(200, _desc(fake.version, fake.service, fake.uuid))
+                elif self.path == '/echo':
+                    self._send(200, '%s\n' % (fake.public or fake.external), 'text/plain')
                 elif self.path in ('/WANIPCn.xml', '/WANCfg.xml'):
                     self._send(200, _scpd(['GetExternalIPAddress', 'AddPortMapping']))
                 else:

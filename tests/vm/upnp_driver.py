@@ -2,12 +2,13 @@
 #
 # cwd is a temp flash dir with config.json. Env: UPNP_LAN="ip/mask" (the station address; the
 # netns test gives the real one). One JSON command per stdin line: {"cmd": "open"|"close"|
-# "status"|"shutdown"|"uplink"|"allows"|"find"|"exit", ...}; one "R <json>" line answers each.
+# "status"|"shutdown"|"uplink"|"allows"|"find"|"entry"|"measure"|"exit", ...}; one "R <json>" line answers each.
 # Notifications (Telegram in the firmware) print as "N <json text>".
 import asyncio
 import json
 import os
 import sys
+import time
 
 from firmware import config
 from firmware.commands import CommandError, Commands
@@ -66,6 +67,22 @@ async def main():
                 igd = await upnp.find((host, int(port)))
                 res = {'ok': True, 'control': igd.control, 'service': igd.service,
                        'external': await igd.external_ip()}
+            elif cmd == 'entry':
+                host, port = cfg.upnp.ssdp.split(':')
+                igd = await upnp.find((host, int(port)))
+                res = {'ok': True, 'entry': await igd.entry(c['port'])}
+            elif cmd == 'measure':  # bytes the GC heap hands out during one command
+                import gc
+                gc.collect()
+                free = gc.mem_free()
+                gc.disable()
+                a0 = gc.mem_alloc()
+                t0 = time.ticks_ms()
+                text = await cmds.run(c['what'], None, 'test')
+                ms = time.ticks_diff(time.ticks_ms(), t0)
+                a1 = gc.mem_alloc()
+                gc.enable()
+                res = {'ok': True, 'alloc': a1 - a0, 'ms': ms, 'free': free, 'text': text}
             elif cmd == 'exit':
                 out('R', {'ok': True})
                 break
