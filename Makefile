@@ -37,11 +37,12 @@ bench: setup build
 soak: setup build
 	$(BIN)/python tools/soak.py
 
-build: $(VENV)/.stamp
-	$(BIN)/python tools/build.py --march $(MARCH) build
+build: $(VENV)/.stamp lib/.stamp
+	$(BIN)/python tools/build.py --march $(MARCH) build/esp32
+	$(BIN)/python tools/build.py --march x64 build/x64
 
 deploy: build lib/.stamp
-	$(BIN)/python tools/deploy.py --port $(PORT) $(if $(DRY_RUN),--dry-run)
+	$(BIN)/python tools/deploy.py --port $(PORT) --build build/esp32 $(if $(DRY_RUN),--dry-run)
 
 clean:
 	rm -rf build sim lib $(VENV)

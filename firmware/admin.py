@@ -58,7 +58,7 @@ class AdminServer:
             args = req.json if (req.content_type or '').startswith('application/json') else req.form
             if args is not None and not isinstance(args, dict):
                 return web.error(400, 'arguments must be a form or a JSON object')
-            args = dict(args.items()) if args else {}
+            args = dict((k, args.get(k)) for k in args) if args else {}   # one value per name
             try:
                 text = await self.commands.run(name, args, 'http')
             except BadArgs as e:

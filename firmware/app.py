@@ -6,6 +6,7 @@ import time
 
 from firmware import config as config_mod
 from firmware.admin import AdminServer
+from firmware.alarm import Alarm
 from firmware.camera_service import CameraService
 from firmware.commands import BadArgs, CommandError, Commands
 from firmware.control import ControlServer
@@ -31,6 +32,8 @@ class App:
         self.stream = StreamServer(self.cam, cfg.http, log)
         self.control = ControlServer(self.cam, cfg.http, log)
         self.admin = AdminServer(cfg.admin, self.commands, self.status, log)
+        self.alarm = Alarm(self.cam, cfg.alarm, log, self.bus, internet=None,
+                           management_configured=bool(cfg.lfcp.servers))
         self.listeners = []
         self._register()
 
@@ -54,7 +57,7 @@ class App:
         async def sleep(args):
             try:
                 seconds = int(args.get('seconds', 0))
-            except ValueError:
+            except (ValueError, TypeError):
                 raise BadArgs('seconds must be an integer')
             if not 1 <= seconds <= 86400 * 7:
                 raise BadArgs('seconds must be 1..604800')
@@ -75,6 +78,9 @@ class App:
         c.register('sleep', sleep, 'deep sleep for N seconds')
         c.register('status', status, 'one-line status')
         c.register('photo', photo, 'send a photo to Telegram')
+        c.register('arm', self.alarm.arm, 'arm the motion alarm')
+        c.register('disarm', self.alarm.disarm, 'disarm the motion alarm')
+        c.register('alarm_test', self.alarm.test, 'raise a test alarm')
 
     def later(self, fn, *args):
         """Run fn after a short delay, so the reply to the command gets out first."""
@@ -99,6 +105,7 @@ class App:
             'heap_free': gc.mem_free(), 'heap_used': gc.mem_alloc(),
             'camera': self.cam.status(),
             'stream': self.stream.status(),
+            'alarm': self.alarm.status(),
             'tasks': self.sup.status(),
             'admin_denied': self.admin.denied,
             'log': [l[2] for l in self.log.tail(20)],
@@ -109,6 +116,8 @@ class App:
         h = self.cfg.http
         self.sup.spawn('camera', self.cam.run, critical=True)
         self.sup.spawn('stream-reaper', self.stream.reap)
+        self.sup.spawn('motion', self.alarm.run, critical=True)
+        self.sup.spawn('auto-arm', self.alarm.auto_arm)
         for app, port in ((self.control.app, h.control_port), (self.stream.app, h.stream_port),
                           (self.admin.app, h.admin_port)):
             listener = Listener(app, h.bind, port, h.backlog, self.log)

@@ -1,0 +1,195 @@
+"""The alarm: armed state, motion detection on the shared frames, alarm events, auto-arm.
+
+Detection runs on the very JPEG frames the camera service already captures (luma from the DC
+coefficients, no decoder, no second capture, no camera re-init). While armed it asks the camera
+for `detect_fps` frames; when somebody streams, those frames are taken from the stream's capture.
+The armed state changes only by command or by auto-arm, and survives a reboot (alarm.json).
+Auto-arm: when every management server has been unreachable for `auto_arm_after_s` and the
+Internet answers, the alarm arms itself; with no Internet it does not, and says why.
+"""
+import asyncio
+import time
+
+from firmware import store
+
+STATE_FILE = 'alarm.json'
+
+
+class AlarmEvent:
+    def __init__(self, reason, score, frame):
+        self.time = time.time()
+        self.reason = reason        # 'motion' | 'test'
+        self.score = score          # changed area, per mille
+        self.frame = frame          # the JPEG that triggered (shared, not copied)
+
+    def info(self):
+        return {'time': self.time, 'reason': self.reason, 'score': self.score}
+
+
+class Alarm:
+    def __init__(self, cam, cfg, log, bus, internet=None, management_configured=False):
+        self.cam = cam
+        self.cfg = cfg
+        self.log = log
+        self.bus = bus
+        self.internet = internet            # async fn() -> bool, the Internet probe
+        self.auto = cfg.auto_arm and management_configured
+        saved = store.load(STATE_FILE, {}) or {}
+        self.state = saved.get('state', 'disarmed')
+        if self.state not in ('disarmed', 'armed', 'auto-armed'):
+            self.state = 'disarmed'
+        self.commanded = saved.get('commanded', 'disarmed')
+        self.events = []
+        self.last_alarm = None
+        self.alarms = 0
+        self.frames = 0
+        self.score = 0
+        self.error = None
+        self.lost_since = None              # ticks_ms when all management was lost
+        self.auto_note = None
+        self._armed_ev = asyncio.Event()
+        self.detector = None
+        self.extractor = None
+        bus.on('camera', self._camera)
+        bus.on('management', self._management)
+        bus.on('internet', self._internet)
+
+    # --- state ------------------------------------------------------------------------------
+    def armed(self):
+        return self.state != 'disarmed'
+
+    def set(self, state, why, commanded=True):
+        if commanded:
+            self.commanded = 'armed' if state != 'disarmed' else 'disarmed'
+        if state == self.state:
+            if commanded:
+                self._save()
+            return
+        self.state = state
+        self._save()
+        self.log('alarm', state, '(%s)' % why)
+        self.bus.emit('armed', state, why)
+        if self.detector:
+            self.detector.reset()
+        self._armed_ev.set()
+
+    def _save(self):
+        try:
+            store.save(STATE_FILE, {'state': self.state, 'commanded': self.commanded})
+        except OSError as e:
+            self.log.error('alarm: cannot save state:', e)
+
+    async def arm(self, args):
+        self.set('armed', 'command')
+        return 'alarm armed'
+
+    async def disarm(self, args):
+        self.set('disarmed', 'command')
+        return 'alarm disarmed'
+
+    async def test(self, args):
+        frame = await self.cam.snapshot()
+        self._raise(AlarmEvent('test', 0, frame))
+        return 'test alarm raised'
+
+    # --- events from other services -------------------------------------------------------------
+    def _camera(self, state):
+        if state == 'on' and self.detector:
+            self.detector.reset()           # never alarm on the first frames after a restart
+
+    def _management(self, up):
+        if up:
+            self.lost_since = None
+            if self.state == 'auto-armed' and self.cfg.on_management_return == 'restore':
+                self.set(self.commanded, 'management is back: restoring the commanded state',
+                         commanded=False)
+        elif self.lost_since is None:
+            self.lost_since = time.ticks_ms()
+
+    def _internet(self, up):
+        if up and self.lost_since is not None:
+            self._armed_ev.set()            # let the auto-arm check run now
+
+    async def auto_arm(self):
+        """Arm when management is lost for long enough and the Internet is still reachable."""
+        while True:
+            await asyncio.sleep(1)
+            if not self.auto or self.lost_since is None or self.state != 'disarmed':
+                continue
+            if time.ticks_diff(time.ticks_ms(), self.lost_since) < self.cfg.auto_arm_after_s * 1000:
+                continue
+            up = await self.internet() if self.internet else False
+            if up:
+                self.auto_note = None
+                self.set('auto-armed', 'management lost, Internet up', commanded=False)
+            else:
+                note = 'management lost but no Internet: not auto-arming'
+                if self.auto_note != note:
+                    self.auto_note = note
+                    self.log.warn('alarm:', note)
+                await asyncio.sleep(10)
+
+    # --- detection ----------------------------------------------------------------------------
+    def _raise(self, ev):
+        self.alarms += 1
+        self.events.append(ev.info())
+        if len(self.events) > self.cfg.events_kept:
+            self.events.pop(0)
+        self.log.warn('ALARM', ev.reason, 'score %d' % ev.score)
+        self.bus.emit('alarm', ev)
+
+    async def run(self):
+        from firmware.jpeg_luma import LumaExtractor
+        from firmware.motion import Detector
+        seq = 0
+        while True:
+            if not self.armed():
+                self.cam.need('motion', 0)
+                self._armed_ev.clear()
+                await self._armed_ev.wait()
+                continue
+            self.cam.need('motion', self.cfg.detect_fps)
+            start = time.ticks_ms()
+            seq = await self.cam.next_frame(seq)
+            frame = self.cam.frame
+            w, h = self.cam.size()
+            if self.extractor is None or self.extractor.max_w8 * 8 < w or self.extractor.max_h8 * 8 < h:
+                self.extractor = None
+                self.extractor = LumaExtractor((w + 7) // 8, (h + 7) // 8)
+            try:
+                self.extractor.extract_into(frame)     # allocates nothing per frame
+            except ValueError as e:
+                self.error = str(e)
+                self.log.warn('alarm: frame refused:', e)
+                continue
+            w8 = self.extractor.w8
+            h8 = self.extractor.h8
+            d = self.detector
+            if d is None or d.w8 != w8 or d.h8 != h8:
+                self.detector = None
+                d = self.detector = Detector(w8, h8, sensitivity=self.cfg.sensitivity,
+                                             mask=self.cfg.mask or None,
+                                             min_frames=self.cfg.min_frames)
+            self.score = d.feed(self.extractor.luma, w8, h8)
+            self.frames += 1
+            if d.triggered and self.armed():
+                now = time.ticks_ms()
+                if self.last_alarm is None or time.ticks_diff(now, self.last_alarm) >= self.cfg.event_gap_s * 1000:
+                    self.last_alarm = now
+                    self._raise(AlarmEvent('motion', self.score, frame))
+            frame = None
+            rest = 1000 // self.cfg.detect_fps - time.ticks_diff(time.ticks_ms(), start)
+            if rest > 0:
+                await asyncio.sleep_ms(rest)
+
+    def status(self):
+        s = {'state': self.state, 'commanded': self.commanded, 'alarms': self.alarms,
+             'frames_checked': self.frames, 'score': self.score, 'events': self.events[-5:],
+             'auto_arm': self.auto}
+        if self.auto_note:
+            s['auto_arm_note'] = self.auto_note
+        if self.lost_since is not None:
+            s['management_lost_s'] = time.ticks_diff(time.ticks_ms(), self.lost_since) // 1000
+        if self.error:
+            s['last_frame_error'] = self.error
+        return s

@@ -1,0 +1,113 @@
+"""The `firmware` fixture: the real firmware on the MicroPython VM with simulated hardware.
+
+    dev = firmware({'camera': {'framesize': 'QVGA'}})
+    dev.url('control', '/status'); dev.board.control('camera', fail_capture=3)
+
+Each device gets a temporary flash directory, free loopback ports and a test admin password, and
+is stopped after the test whatever happened.
+"""
+import base64
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, 'tools'))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from helpers import free_port  # noqa: E402
+from simulate import Board  # noqa: E402
+
+ADMIN = ('admin', 'test-admin-pw')
+
+
+def merge(base, extra):
+    for k, v in (extra or {}).items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            merge(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
+class Device:
+    def __init__(self, flash, cfg, board):
+        self.flash = flash
+        self.cfg = cfg
+        self.board = board
+        self.ports = {'control': cfg['http']['control_port'], 'stream': cfg['http']['stream_port'],
+                      'admin': cfg['http']['admin_port']}
+
+    def url(self, kind, path='/'):
+        return 'http://127.0.0.1:%d%s' % (self.ports[kind], path)
+
+    def get(self, kind, path='/', auth=None, timeout=10, data=None, headers=None):
+        """(status, headers, body) of one request; HTTP errors are returned, not raised."""
+        req = urllib.request.Request(self.url(kind, path), data=data, headers=headers or {})
+        if auth:
+            req.add_header('Authorization', 'Basic ' + base64.b64encode(('%s:%s' % auth).encode()).decode())
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, dict(r.headers), r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read()
+
+    def admin(self, action, **form):
+        data = urllib.parse.urlencode(form).encode()
+        return self.get('admin', '/action/' + action, auth=ADMIN, data=data)
+
+    def status(self):
+        code, _, body = self.get('admin', '/status', auth=ADMIN)
+        assert code == 200, body
+        return json.loads(body)
+
+    def stats(self):
+        return self.board.read('camera_stats', {}) or {}
+
+    def console(self):
+        return self.board.console()
+
+    def wait_console(self, text, timeout=15):
+        return self.board.wait_for(lambda b: text in b.console(), timeout)
+
+
+@pytest.fixture
+def firmware(tmp_path):
+    made = []
+
+    def start(overrides=None, heapsize=None, mpy=False, camera=None, air=None, ready=True, once=False,
+              name='flash'):
+        cfg = {
+            'device': {'name': 'testcam'},
+            'http': {'bind': '127.0.0.1', 'control_port': free_port(), 'stream_port': free_port(),
+                     'admin_port': free_port()},
+            'admin': {'user': ADMIN[0], 'password': ADMIN[1]},
+            'camera': {'framesize': 'VGA'},
+            'wifi': {'ap_password': 'test-ap-pass', 'upstream': [{'ssid': 'home', 'password': 'home-pass-1'}]},
+            'internet': {'probe': []},
+        }
+        merge(cfg, overrides)
+        flash = tmp_path / name
+        (flash / '.sim').mkdir(parents=True, exist_ok=True)
+        (flash / 'config.json').write_text(json.dumps(cfg))
+        if camera:
+            (flash / '.sim' / 'camera.json').write_text(json.dumps(camera))
+        if air:
+            (flash / '.sim' / 'air.json').write_text(json.dumps(air))
+        board = Board(str(flash), heapsize=heapsize, mpy=mpy, once=once)
+        dev = Device(flash, cfg, board)
+        made.append(dev)
+        board.start()
+        if ready:
+            assert board.wait_ready(list(dev.ports.values()), timeout=30), \
+                'firmware did not come up:\n' + board.console()[-3000:]
+        return dev
+
+    yield start
+    for dev in made:
+        dev.board.stop()
