@@ -3,7 +3,8 @@
 # cwd is a temp flash dir with config.json. Env: UPNP_LAN="ip/mask" (the station address; the
 # netns test gives the real one). One JSON command per stdin line: {"cmd": "open"|"close"|
 # "status"|"shutdown"|"uplink"|"allows"|"find"|"entry"|"measure"|"exit", ...}; one "R <json>" line answers each.
-# Notifications (Telegram in the firmware) print as "N <json text>".
+# Notifications print as "N <json text>", or, when config.json has a Telegram token, go to the
+# chats through firmware/telegram.py, which then also takes /open and /close from them.
 import asyncio
 import json
 import os
@@ -31,8 +32,15 @@ async def main():
     log = Log(50)
     bus = Bus(log)
     lan = (os.getenv('UPNP_LAN') or '127.0.0.1/255.0.0.0').split('/')
-    exp = Exposure(cfg, log, notify=notify, bus=bus, lan=lambda: (lan[0], lan[1]))
     cmds = Commands(log)
+    tell = notify
+    if cfg.telegram.token:  # wired like the firmware: Telegram commands, notices to the chats
+        from firmware.telegram import Telegram
+        tg = Telegram(cfg, log, bus, cmds, None)
+        tell = tg.send_message
+        asyncio.create_task(tg.run_sender())
+        asyncio.create_task(tg.run_poller())
+    exp = Exposure(cfg, log, notify=tell, bus=bus, lan=lambda: (lan[0], lan[1]))
     cmds.register('open', exp.open, 'open a port forward')
     cmds.register('close', exp.close, 'close it')
     asyncio.create_task(exp.run())
