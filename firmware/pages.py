@@ -5,7 +5,7 @@ _CONTROL = b'''<!doctype html><html><head><meta charset="utf-8">
 <title>esp32cam-alarm</title><style>
 body{font-family:sans-serif;margin:0;background:#222;color:#eee;display:flex;flex-wrap:wrap}
 #side{padding:12px;width:260px}#main{flex:1;padding:12px}img{max-width:100%;background:#000}
-label{display:flex;justify-content:space-between;margin:6px 0}button,a.b{margin:4px 4px 4px 0;
+label{display:flex;justify-content:space-between;margin:6px 0}button,a.b{font:13px sans-serif;margin:4px 4px 4px 0;
 padding:6px 10px;background:#06c;color:#fff;border:0;border-radius:4px;text-decoration:none}
 </style></head><body><div id="side"><h3>Camera</h3>
 <label>Resolution <select id="framesize">
