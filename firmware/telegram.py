@@ -535,10 +535,19 @@ class Telegram:
             self.send_message('commands: /help', chat)
             return
         self.stats['commands'] += 1
+        await self._room()
         name = text.split()[0][1:].split('@')[0].lower()
         reply = await self._command(name, chat)
         if reply:
             self.send_message(reply, chat)
+
+    async def _room(self):
+        """Backpressure: a burst of commands waits for replies to go out (up to 30 s) rather
+        than dropping them."""
+        for _ in range(300):
+            if len([i for i in self.queue if i.kind == MESSAGE]) < MAX_MESSAGES:
+                return
+            await asyncio.sleep_ms(100)
 
     async def _command(self, name, chat):
         if name in ('help', 'start'):

@@ -74,7 +74,7 @@ def build():
     cmds = Commands(log)
     cam = Camera()
     tg = Telegram(cfg, log, bus, cmds, cam)
-    state = {'armed': False, 'reboots': 0}
+    state = {'armed': False, 'reboots': 0, 'tasks': []}
 
     async def arm(args):
         state['armed'] = True
@@ -89,6 +89,12 @@ def build():
 
     async def reboot(args):
         state['reboots'] += 1
+
+        async def reset():  # like the board: the bot is gone 0.3 s later
+            await asyncio.sleep_ms(300)
+            for t in state['tasks']:
+                t.cancel()
+        asyncio.create_task(reset())
         return 'rebooting'
 
     cmds.register('arm', arm)
@@ -103,8 +109,7 @@ def build():
 async def main():
     log, bus, cmds, cam, tg, state = build()
     ticker = Ticker()
-    asyncio.create_task(tg.run_sender())
-    asyncio.create_task(tg.run_poller())
+    state['tasks'] = [asyncio.create_task(tg.run_sender()), asyncio.create_task(tg.run_poller())]
     asyncio.create_task(ticker.run())
 
     async def order(msg):
@@ -127,7 +132,8 @@ async def main():
             cam.on = msg['on']
             return {'ok': True}
         if op == 'status':
-            return {'ok': True, 'status': tg.status(), 'state': state, 'taken': cam.taken,
+            st = {'armed': state['armed'], 'reboots': state['reboots']}
+            return {'ok': True, 'status': tg.status(), 'state': st, 'taken': cam.taken,
                     'log': [l[2] for l in log.lines]}
         if op == 'tick':
             r = ticker.report()
