@@ -159,7 +159,7 @@ class Servers:
 class Nat:
     """A UDP relay that plays a NAT router: the device talks to the relay's public side, which
     forwards from its own ephemeral port (a rewritten source port). rebind() changes that port,
-    as a NAT does when a mapping expires. Every datagram is recorded, drops can be switched on."""
+    as a NAT does when a mapping expires. Every datagram is recorded; drop_up/drop_down lose some."""
 
     def __init__(self, target):
         self.target = target
@@ -170,7 +170,8 @@ class Nat:
         self.device = None
         self.up = []  # datagrams device -> server
         self.down = []  # datagrams server -> device
-        self.drop_down = False
+        self.drop_up = None  # fn(datagram) -> True to lose it on the way to the server
+        self.drop_down = None  # the same on the way back
         self.running = True
         self.lock = threading.Lock()
         threading.Thread(target=self._pump, daemon=True).start()
@@ -205,11 +206,12 @@ class Nat:
                 if s is self.inside:
                     self.device = addr
                     self.up.append(data)
-                    with self.lock:
-                        self.outside.sendto(data, self.target)
+                    if not (self.drop_up and self.drop_up(data)):
+                        with self.lock:
+                            self.outside.sendto(data, self.target)
                 elif self.device:
                     self.down.append(data)
-                    if not self.drop_down:
+                    if not (self.drop_down and self.drop_down(data)):
                         self.inside.sendto(data, self.device)
 
     def close(self):
@@ -217,3 +219,13 @@ class Nat:
         time.sleep(0.15)
         self.inside.close()
         self.outside.close()
+
+
+def kind(data):
+    """The type field of a datagram, for drop predicates and assertions."""
+    f = data.split(b',')
+    return f[1].decode() if len(f) > 1 else ''
+
+
+def fields(data):
+    return data.decode().split(',')
