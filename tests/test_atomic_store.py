@@ -113,5 +113,6 @@ def test_sigkill_during_repeated_writes(tmp_path):
         if got > last:
             advanced += 1
         last = got
+    print('%d SIGKILLs, %d advanced the file, last version %d' % (kills, advanced, last))
     assert kills >= 10
     assert advanced >= kills // 2, 'the writer made no progress: %d of %d' % (advanced, kills)
