@@ -4,7 +4,7 @@ It knows nothing of sequence numbers or MACs: the 8-field CSV, at most 128 bytes
 `0`; it answers every device message except ACK with ACK or with the next command from its
 list; it prints one JSON line per event, so a test (or a person) can follow the exchange.
 
-    python tools/lfcp_peer_plain.py --port 8443 --command ENAL --command TLGC:123:abc:42
+    python tools/lfcp_peer_plain.py --port 8443 --command ENAL --command TLGC/123:abc/42
 """
 import argparse
 import json
@@ -44,10 +44,10 @@ def main(argv=None):
     p.add_argument('--host', default='127.0.0.1')
     p.add_argument('--port', type=int, default=8443)
     p.add_argument('--command', action='append', default=[],
-                   help='TYPE[:param2[:param3...]] sent, in order, as replies to the device')
+                   help='TYPE[/param2[/param3...]] sent, in order, as replies to the device')
     p.add_argument('--seconds', type=float, default=60)
     args = p.parse_args(argv)
-    todo = [c.split(':') for c in args.command]
+    todo = [c.split('/') for c in args.command]
 
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind((args.host, args.port))
