@@ -53,8 +53,8 @@ def reason(code, desc=''):
     return text
 
 
-def tag(text, name, start=0):
-    """Text of the first <name> or <prefix:name> element at or after `start`, or None.
+def _open(text, name, start=0):
+    """Index just past the first <name ...> or <prefix:name ...> tag at or after `start`, or -1.
 
     A scan, not a parser: descriptions and SOAP answers are flat enough, and this costs no RAM.
     """
@@ -63,16 +63,29 @@ def tag(text, name, start=0):
     while True:
         i = text.find(name, i)
         if i < 1:
-            return None
+            return -1
         j = i + n
-        if j < len(text) and text[j] in '> /\t\r\n' and (text[i - 1] == '<' or (
-                text[i - 1] == ':' and text.rfind('<', 0, i) > text.rfind('>', 0, i))):
-            if text[j] == '/' or text[text.find('>', j) - 1] == '/':
-                return ''
-            k = text.find('>', j) + 1
-            e = text.find('<', k)
-            return unescape(text[k:e].strip()) if e > 0 else None
+        if j < len(text) and text[j] in '> /\t\r\n':
+            if text[i - 1] == '<':
+                return text.find('>', j) + 1
+            lt = text.rfind('<', 0, i)
+            if text[i - 1] == ':' and lt > text.rfind('>', 0, i) and text[lt + 1] != '/':
+                return text.find('>', j) + 1
         i = j
+
+
+def _text(text, k):
+    """Content of the element whose opening tag ends just before index k ('' if it is <x/>)."""
+    if text[k - 2] == '/':
+        return ''
+    e = text.find('<', k)
+    return unescape(text[k:e].strip()) if e > 0 else None
+
+
+def tag(text, name, start=0):
+    """Text of the first <name> (any prefix) element at or after `start`, or None."""
+    k = _open(text, name, start)
+    return _text(text, k) if k > 0 else None
 
 
 def unescape(s):
@@ -109,18 +122,21 @@ def join(base, url):
 
 
 def pick_service(xml):
-    """(serviceType, controlURL) of the best connection service in a description, or None."""
+    """(serviceType, controlURL) of the best connection service in a description, or None.
+
+    Each serviceType pairs with the controlURL that follows it before the next serviceType (the
+    order the UPnP device architecture prescribes).
+    """
     best = None
-    i = 0
-    while True:
-        i = xml.find('<service>', i)
-        if i < 0:
-            break
-        end = xml.find('</service>', i)
-        st = tag(xml, 'serviceType', i)
-        if st in SERVICES and (best is None or SERVICES.index(st) < SERVICES.index(best[0])):
-            best = (st, tag(xml, 'controlURL', i))
-        i = end if end > 0 else i + 9
+    i = _open(xml, 'serviceType')
+    while i > 0:
+        nxt = _open(xml, 'serviceType', i)
+        st = _text(xml, i)
+        c = _open(xml, 'controlURL', i)
+        url = _text(xml, c) if c > 0 and (nxt < 0 or c < nxt) else None
+        if st in SERVICES and url and (best is None or SERVICES.index(st) < SERVICES.index(best[0])):
+            best = (st, url)
+        i = nxt
     return best
 
 
