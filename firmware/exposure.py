@@ -109,8 +109,12 @@ class Exposure:
 
     @property
     def required(self):
-        """True while a forward is open: requests from outside the LAN need the key."""
-        return self.key is not None
+        """True while a forward is open (or one may be left on the router): outsiders need the key.
+
+        With a mapping left from before and not yet deleted there is no key at all, so nobody
+        from outside gets in until the cleanup is done.
+        """
+        return self.key is not None or bool(self.stale)
 
     def internal(self):
         u = self.cfg.upnp
@@ -136,7 +140,7 @@ class Exposure:
 
     def allows(self, peer, target, cookie=None):
         """May a request from `peer` (ip) for `target` pass? LAN peers always may."""
-        if self.key is None:
+        if not self.required:
             return True
         ip, mask = self.lan()
         a, b, m = _ip4(peer), _ip4(ip), _ip4(mask)
@@ -184,6 +188,8 @@ class Exposure:
             self.external = ''
         port = await self._map(igd, ip, u.external_port, u.lease_s)
         self.port, self.client, self.error = port, ip, None
+        if port in self.stale:  # remapped to us just now: not to be cleaned up any more
+            self.stale.remove(port)
         self.key = binascii.hexlify(os.urandom(12)).decode()
         self.log.secret(self.key)
         now = time.ticks_ms()
@@ -212,6 +218,7 @@ class Exposure:
         last = min(first + n - 1, 65535)
         desc = 'esp32cam %s' % self.cfg.device.name
         port = first
+        reused = None
         while port <= last:
             self._save(port)
             try:
@@ -227,8 +234,9 @@ class Exposure:
                     self._save()
                     raise
             ent = await igd.entry(port)
-            if ent and ent[0] == ip and ent[1] == self.internal():
+            if ent and ent[0] == ip and ent[1] == self.internal() and reused != port:
                 await igd.delete(port)  # our own mapping from before, shaped differently
+                reused = port
                 continue
             self.log('upnp: port', port, 'is taken (718)')
             port += 1
@@ -300,17 +308,19 @@ class Exposure:
 
     def _next_ms(self):
         now = time.ticks_ms()
+        wait = 1 << 28
         if self.port is not None:
-            return max(0, min(time.ticks_diff(self._renew_at, now), time.ticks_diff(self._check_at, now)))
+            wait = max(0, min(time.ticks_diff(self._renew_at, now),
+                              time.ticks_diff(self._check_at, now)))
         if self.stale and _ip4(self.lan()[0]):
-            return 30000 if self.error else 0
-        return 1 << 28
+            wait = min(wait, 30000 if self.error else 0)
+        return wait
 
     async def _tick(self):
         async with self._lock:
+            if self.stale and _ip4(self.lan()[0]):
+                await self._clean()
             if self.port is None:
-                if self.stale and _ip4(self.lan()[0]):
-                    await self._clean()
                 return
             now = time.ticks_ms()
             if time.ticks_diff(now, self._renew_at) >= 0:
@@ -325,7 +335,7 @@ class Exposure:
         try:
             igd = await self._find()
             ent = await igd.entry(port)
-            if ent and ent[0] == self.lan()[0]:
+            if ent and ent[0] == self.lan()[0] and port != self.port:
                 await igd.delete(port)
         except upnp.UPnPError as e:
             if self._tries < 10:
@@ -371,6 +381,8 @@ class Exposure:
         await self._tell('Camera port moved: ' + self.url())
 
     async def _watch(self):
+        if not self.lease:
+            await self._renew()  # a permanent mapping is re-asserted: the router may have rebooted
         igd = await self._find()
         ext = await igd.external_ip()
         self._check_at = time.ticks_add(time.ticks_ms(), self.cfg.upnp.check_s * 1000)

@@ -242,6 +242,14 @@ def test_mapping_is_restored_after_a_router_reboot(igd, make_vm):
     assert wait_for(lambda: igd.mapping(54321), 10), vm.output()
 
 
+def test_permanent_mapping_is_restored_at_the_address_check(igd, make_vm):
+    igd.permanent_only = True
+    vm = make_vm(check_s=10)
+    assert 'Permanent mapping' in vm.call('open')['text']
+    igd.drop()
+    assert wait_for(lambda: igd.mapping(54321), 25), vm.output()
+
+
 def test_address_change_is_texted(igd, make_vm):
     vm = make_vm(check_s=10)
     key = URL.search(vm.call('open')['text']).group(2)
@@ -287,6 +295,25 @@ def test_mapping_left_by_a_crash_is_deleted_at_boot(igd, make_vm):
     assert wait_for(lambda: igd.mapping(54321) is None, 15), vm2.output()
     s = wait_for(lambda: vm2.call('status')['status']['pending_delete'] == [], 5)
     assert s
+
+
+def test_outsiders_are_refused_until_a_crash_leftover_is_deleted(igd, make_vm):
+    vm = make_vm()
+    assert vm.call('open')['ok']
+    vm.p.send_signal(signal.SIGKILL)
+    vm.p.wait(5)
+    igd.faults = [('GetSpecificPortMappingEntry', 501)]  # the first cleanup attempt fails
+    vm2 = make_vm()
+    s = vm2.call('status')['status']
+    assert s['pending_delete'] == [54321] and s['key_required'] and not s['open']
+    a = vm2.call('allows', peer=OUTSIDE, target='/stream')
+    assert a['allows'] is False, 'a forward is left on the router and nothing guards it'
+    assert vm2.call('allows', peer='192.0.2.40', target='/stream')['allows'] is True
+    # /open meanwhile takes the port over: it is ours again, not deleted by the cleanup
+    assert URL.search(vm2.call('open')['text']).group(1) == '54321'
+    assert vm2.call('status')['status']['pending_delete'] == []
+    time.sleep(1.5)
+    assert igd.mapping(54321)
 
 
 def test_crash_cleanup_spares_a_port_another_device_took(igd, make_vm):

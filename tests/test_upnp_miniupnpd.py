@@ -22,7 +22,6 @@ pytestmark = pytest.mark.timeout(120)
 def router():
     need_binary('miniupnpd')
     need_binary('ip', 'iproute2')
-    need_binary('nft', 'nftables')
     try:
         topo = Topology().create()
     except Unavailable as e:
