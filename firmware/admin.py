@@ -10,7 +10,7 @@ import json
 
 from microdot import Microdot, Response
 
-from firmware import pages, web
+from firmware import web
 from firmware.commands import BadArgs, CommandError
 
 ACTIONS = ('reboot', 'camera_off', 'camera_on', 'sleep', 'arm', 'disarm', 'photo', 'alarm_test',
@@ -45,7 +45,7 @@ class AdminServer:
 
         @app.route('/')
         async def index(req):
-            return Response(pages.ADMIN, 200, {'Content-Type': 'text/html; charset=UTF-8'})
+            return web.page('admin.html')
 
         @app.route('/status')
         async def status_json(req):

@@ -138,5 +138,7 @@ def main(path='config.json'):
         print(str(e))
         print('config refused: fix config.json and restart')
         sys.exit(1)
+    config_mod.SCHEMA = None    # ~15 KB of heap: validation is done, the values live in cfg
+    gc.collect()
     app = App(cfg)
     asyncio.run(app.run())

@@ -208,6 +208,9 @@ class CameraService:
                 await asyncio.sleep_ms(wait if wait < 20 else 20)
                 continue
             last = time.ticks_ms()
+            # capture() blocks the VM, so nobody can look at .frame meanwhile: let go of the old
+            # frame first, so that unless a viewer still sends it, its block can hold the new one.
+            self.frame = None
             frame = self.drv.capture()
             if not frame:
                 self.stats['failed'] += 1

@@ -6,7 +6,7 @@ codes follow CameraWebServer: missing var or val is 404, an unknown var is 500, 
 """
 from microdot import Microdot, Response
 
-from firmware import pages, web
+from firmware import web
 
 
 class ControlServer:
@@ -14,7 +14,7 @@ class ControlServer:
         self.cam = cam
         self.log = log
         self.guard = guard
-        self.page = pages.control(http_cfg.stream_port, http_cfg.admin_port)
+        self.ports = {'stream': http_cfg.stream_port, 'admin': http_cfg.admin_port}
         self.app = app = Microdot()
         web.common(app, log)
 
@@ -25,7 +25,11 @@ class ControlServer:
 
         @app.route('/')
         async def index(req):
-            return Response(self.page, 200, {'Content-Type': 'text/html; charset=UTF-8'})
+            return web.page('control.html')
+
+        @app.route('/ports')
+        async def ports(req):
+            return Response(self.ports, 200, web.CORS)
 
         @app.route('/status')
         async def status(req):

@@ -28,6 +28,16 @@ def error(status, text, headers=None):
     return Response(text + '\n', status, h, reason=REASONS.get(status))
 
 
+# The pages live in files next to this module (firmware/www/), streamed from flash in small
+# chunks, so their text never sits in the heap.
+WWW = __file__.rsplit('/', 1)[0] + '/www/'
+
+
+def page(name):
+    return Response.send_file(WWW + name, content_type='text/html; charset=UTF-8',
+                              max_age=0)
+
+
 def redirect(location):
     return Response('', 302, {'Location': location})
 

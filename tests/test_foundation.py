@@ -26,7 +26,8 @@ def test_control_page_status_and_cors(firmware):
     dev = firmware()
     code, h, body = dev.get('control', '/')
     assert code == 200 and b'<img id="view"' in body
-    assert str(dev.ports['stream']).encode() in body          # the page knows the stream port
+    code, _, body = dev.get('control', '/ports')                 # how the page finds the stream
+    assert json.loads(body) == {'stream': dev.ports['stream'], 'admin': dev.ports['admin']}
     code, h, body = dev.get('control', '/status')
     assert code == 200 and h['Access-Control-Allow-Origin'] == '*'
     status = json.loads(body)

@@ -44,6 +44,10 @@ def main():
     out = os.path.join(ROOT, a.out)
     n = compile_tree(os.path.join(ROOT, 'firmware'), os.path.join(out, 'firmware'), a.march)
     n += compile_tree(os.path.join(ROOT, 'lib', 'microdot'), os.path.join(out, 'lib', 'microdot'), a.march)
+    www = os.path.join(out, 'firmware', 'www')
+    os.makedirs(www, exist_ok=True)
+    for name in os.listdir(os.path.join(ROOT, 'firmware', 'www')):
+        shutil.copyfile(os.path.join(ROOT, 'firmware', 'www', name), os.path.join(www, name))
     for name in ('boot.py', 'main.py'):
         shutil.copyfile(os.path.join(ROOT, name), os.path.join(out, name))
     print('build: %d modules compiled for %s into %s' % (n, a.march, os.path.relpath(out, ROOT)))

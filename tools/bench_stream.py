@@ -1,0 +1,202 @@
+"""Streaming benchmark: frame rates, captures per frame, CPU per frame, heap, smallest heap.
+
+Runs the firmware precompiled (build/x64, as on a board) on the MicroPython VM with the simulated
+camera, and a bare microdot MJPEG loop (tools/bare_mjpeg.py) as the baseline in the same run.
+Prints tables; never asserts. BENCH_SECONDS sets the length of each measurement (default 5) and
+BENCH_HEAP_SECONDS the length of each smallest-heap run (default 60, as the goal states).
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path[:0] = [HERE, os.path.join(ROOT, 'tests')]
+
+from helpers import MjpegReader, free_port, wait_port  # noqa: E402
+from simulate import Board  # noqa: E402
+
+SECONDS = float(os.environ.get('BENCH_SECONDS', '5'))
+HEAP_SECONDS = float(os.environ.get('BENCH_HEAP_SECONDS', '60'))
+TICK = os.sysconf('SC_CLK_TCK')
+MP = os.path.join(os.path.dirname(sys.executable), 'micropython')
+MPY_PATH = ':'.join([os.path.join(ROOT, 'tools', 'sim'), '.frozen', os.path.join(ROOT, 'build', 'x64', 'lib'),
+                     os.path.join(ROOT, 'build', 'x64')])
+
+
+def cpu_seconds(pid):
+    with open('/proc/%d/stat' % pid) as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def watch(port, path, seconds, counts, i):
+    """Count whole frames one viewer receives in `seconds`."""
+    try:
+        r = MjpegReader(port, path, timeout=10)
+        end = time.monotonic() + seconds
+        n = 0
+        while time.monotonic() < end:
+            r.frame()
+            n += 1
+        counts[i] = n
+        r.close()
+    except (OSError, EOFError):
+        counts[i] = counts[i] or 0
+
+
+def viewers(port, path, n, seconds):
+    counts = [0] * n
+    ts = [threading.Thread(target=watch, args=(port, path, seconds, counts, i)) for i in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(seconds + 30)
+    return counts
+
+
+def firmware(flash, framesize='VGA', max_fps=25, sensor_fps=None, heapsize=None):
+    ports = [free_port() for _ in range(3)]
+    os.makedirs(os.path.join(flash, '.sim'), exist_ok=True)
+    cfg = {'http': {'bind': '127.0.0.1', 'control_port': ports[0], 'stream_port': ports[1],
+                    'admin_port': ports[2], 'max_viewers': 16},
+           'admin': {'password': 'bench-password'}, 'camera': {'framesize': framesize, 'max_fps': max_fps},
+           'internet': {'probe': []}}
+    with open(os.path.join(flash, 'config.json'), 'w') as f:
+        json.dump(cfg, f)
+    if sensor_fps:
+        with open(os.path.join(flash, '.sim', 'camera.json'), 'w') as f:
+            json.dump({'fps': sensor_fps}, f)
+    b = Board(flash, heapsize=heapsize, env={'MICROPYPATH': MPY_PATH}, once=True)
+    b.start()
+    if not b.wait_ready(ports, timeout=30):
+        raise RuntimeError('firmware did not start:\n' + b.console()[-2000:])
+    return b, ports
+
+
+def captures(b):
+    return (b.read('camera_stats', {}) or {}).get('captures', 0)
+
+
+def admin_status(port):
+    import base64
+    import urllib.request
+    req = urllib.request.Request('http://127.0.0.1:%d/status' % port)
+    req.add_header('Authorization', 'Basic ' + base64.b64encode(b'admin:bench-password').decode())
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def bare(flash, framesize, sensor_fps):
+    """The baseline server on the VM; returns (process, port)."""
+    port = free_port()
+    sim = os.path.join(flash, '.sim')
+    os.makedirs(sim, exist_ok=True)
+    if sensor_fps:
+        with open(os.path.join(sim, 'camera.json'), 'w') as f:
+            json.dump({'fps': sensor_fps}, f)
+    env = dict(os.environ, MICROPYPATH=MPY_PATH, ESP32SIM=sim)
+    p = subprocess.Popen([MP, os.path.join(HERE, 'bare_mjpeg.py'), str(port), framesize], cwd=flash,
+                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if not wait_port(port, 20):
+        p.kill()
+        raise RuntimeError('bare microdot server did not start')
+    return p, port
+
+
+def measure(pid, port, path, n, seconds, count_captures=None):
+    c0 = count_captures() if count_captures else 0
+    t0 = cpu_seconds(pid)
+    counts = viewers(port, path, n, seconds)
+    cpu = cpu_seconds(pid) - t0
+    caps = (count_captures() - c0) if count_captures else None
+    total = sum(counts)
+    return {'fps': [c / seconds for c in counts], 'frames': total, 'cpu_per_frame_ms': 1000 * cpu / max(total, 1),
+            'captures': caps}
+
+
+def table(title, head, rows):
+    print('\n' + title)
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    for r in [head] + rows:
+        print('  ' + '  '.join(str(x).rjust(w) for x, w in zip(r, widths)))
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix='bench-stream-')
+    rows = []
+    # 1) paced: a 25 fps VGA camera, 1/4/8 viewers, firmware vs bare loop
+    b, ports = firmware(os.path.join(tmp, 'fw'), 'VGA', 25)
+    p, bport = bare(os.path.join(tmp, 'bare'), 'VGA', None)
+    try:
+        viewers(ports[1], '/stream', 1, 1)   # warm up
+        for n in (1, 4, 8):
+            m = measure(b.pid, ports[1], '/stream', n, SECONDS, lambda: captures(b))
+            per_viewer = m['frames'] / n
+            mb = measure(p.pid, bport, '/stream', n, SECONDS)
+            rows.append([n, '%.1f' % min(m['fps']), '%.1f' % (sum(m['fps']) / n),
+                         '%.2f' % (m['captures'] / max(per_viewer, 1)), '%.2f' % m['cpu_per_frame_ms'],
+                         '%.1f' % (sum(mb['fps']) / n), '%.2f' % mb['cpu_per_frame_ms']])
+        st4 = None
+        counts = [0] * 4
+        ts = [threading.Thread(target=watch, args=(ports[1], '/stream', 3, counts, i)) for i in range(4)]
+        for t in ts:
+            t.start()
+        time.sleep(1.5)
+        st4 = admin_status(ports[2])
+        for t in ts:
+            t.join(30)
+    finally:
+        b.stop()
+        p.kill()
+    table('Stream, VGA, camera 25 fps (firmware precompiled .mpy; %.0f s per row)' % SECONDS,
+          ['viewers', 'fw min fps', 'fw mean fps', 'captures/frame', 'fw CPU ms/frame',
+           'bare mean fps', 'bare CPU ms/frame'], rows)
+    print('  heap in use after GC, 4 viewers at VGA: %d bytes (free %d)' % (st4['heap_used'], st4['heap_free']))
+
+    # 2) unpaced: sensor as fast as it goes, one viewer, ratio to the bare loop
+    b, ports = firmware(os.path.join(tmp, 'fw2'), 'VGA', 200, sensor_fps=1000)
+    p, bport = bare(os.path.join(tmp, 'bare2'), 'VGA', 1000)
+    try:
+        viewers(ports[1], '/stream', 1, 1)
+        fw = measure(b.pid, ports[1], '/stream', 1, SECONDS)['fps'][0]
+        ba = measure(p.pid, bport, '/stream', 1, SECONDS)['fps'][0]
+    finally:
+        b.stop()
+        p.kill()
+    table('Unpaced, VGA, one viewer', ['firmware fps', 'bare microdot fps', 'ratio (goal >= 0.8)'],
+          [['%.1f' % fw, '%.1f' % ba, '%.2f' % (fw / max(ba, 0.1))]])
+
+    # 3) the smallest heap that runs 4 VGA viewers for HEAP_SECONDS without MemoryError
+    rows = []
+    smallest = None
+    for size in ('512K', '384K', '256K', '192K', '160K', '128K', '96K'):
+        flash = os.path.join(tmp, 'heap' + size)
+        try:
+            b, ports = firmware(flash, 'VGA', 25, heapsize=size)
+        except RuntimeError:
+            rows.append([size, 'no start', '-', '-'])
+            break
+        try:
+            counts = viewers(ports[1], '/stream', 4, HEAP_SECONDS)
+            alive = b.running
+            out = b.console()
+        finally:
+            b.stop()
+        ok = alive and 'MemoryError' not in out and min(counts) > HEAP_SECONDS * 5
+        rows.append([size, 'ok' if ok else 'FAILED', '%.1f' % (min(counts) / HEAP_SECONDS),
+                     'MemoryError' if 'MemoryError' in out else ''])
+        if not ok:
+            break
+        smallest = size
+    table('Smallest -X heapsize for 4 VGA viewers, %.0f s each (goal <= 256K)' % HEAP_SECONDS,
+          ['heapsize', 'result', 'min viewer fps', 'note'], rows)
+    print('  smallest working heap: %s' % smallest)
+
+
+if __name__ == '__main__':
+    main()
