@@ -92,6 +92,7 @@ class Exposure:
         self.public = ''
         self.error = None
         self.renewals = 0
+        self.denied = 0       # requests refused by the guard
         self.stale = []       # mappings to delete (left by a crash, or a failed /close)
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -148,9 +149,29 @@ class Exposure:
             return True
         return self.check(target, cookie)
 
-    def cookie(self):
-        """Set-Cookie value the web layer sends after a keyed request, so pages keep working."""
-        return '%s=%s; Path=/; HttpOnly; SameSite=Strict' % (COOKIE, self.key)
+    def guard(self, req):
+        """The web servers' hook for a microdot request: None lets it through, else a 403.
+
+        Wire it to every route of the exposed server (a before_request). A request let in by the
+        key in its query gets the key back as a cookie, so the control page's own requests
+        (which carry no ?key=) work too.
+        """
+        if not self.required:
+            return None
+        peer = req.client_addr[0] if req.client_addr else ''
+        cookie = req.headers.get('Cookie')
+        if self.allows(peer, req.url, cookie):
+            if self.key and not (cookie and COOKIE + '=' in cookie) and '?' in req.url:
+                key = self.key
+                req.after_request(lambda rq, res: self._set_cookie(res, key))
+            return None
+        self.denied += 1
+        from firmware import web
+        return web.error(403, 'forbidden: use the URL with the key from /open')
+
+    def _set_cookie(self, res, key):
+        res.headers['Set-Cookie'] = '%s=%s; Path=/; HttpOnly; SameSite=Strict' % (COOKIE, key)
+        return res
 
     def _gateway(self, peer):
         # Routers that hairpin or masquerade forwarded traffic show it as coming from themselves.
@@ -441,6 +462,7 @@ class Exposure:
     def status(self):
         return {'open': self.port is not None, 'port': self.port, 'internal': self.internal(),
                 'external': self.external, 'public': self.public, 'lease': self.lease,
-                'renewals': self.renewals, 'router': self.igd.control if self.igd else None,
+                'renewals': self.renewals, 'denied': self.denied,
+                'router': self.igd.control if self.igd else None,
                 'url': self.url(key=False) if self.port else None, 'key_required': self.required,
                 'pending_delete': self.stale, 'error': self.error}

@@ -146,6 +146,44 @@ def test_the_key_guards_the_exposed_server(igd, make_vm):
         assert got is want, (peer, target, cookie)
 
 
+def test_the_guard_on_a_microdot_server(igd, tmp_path):
+    import urllib.error
+    import urllib.request
+    from helpers import free_port, wait_port
+    port = free_port()
+    vm = VM(str(tmp_path), {'upnp': {'ssdp': '127.0.0.1:%d' % igd.ssdp_port}},
+            lan='192.0.2.10/255.255.255.0', web=port, heap='512K')  # 127.0.0.1: outside that LAN
+
+    def get(path, cookie=None):
+        rq = urllib.request.Request('http://127.0.0.1:%d%s' % (port, path))
+        if cookie:
+            rq.add_header('Cookie', cookie)
+        try:
+            with urllib.request.urlopen(rq, timeout=10) as r:
+                return r.status, r.headers.get('Set-Cookie'), r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, None, e.read()
+    try:
+        assert wait_port(port)
+        assert get('/stream')[0] == 200  # nothing open: the server is as before
+        key = URL.search(vm.call('open')['text']).group(2)
+        code, _, body = get('/stream')
+        assert code == 403 and b'key from /open' in body
+        assert get('/stream?key=' + 'f' * 24)[0] == 403
+        code, cookie, body = get('/stream?key=' + key)
+        assert (code, body) == (200, b'frames')
+        assert cookie.startswith('camkey=%s;' % key) and 'HttpOnly' in cookie
+        assert get('/status', 'camkey=' + key)[0] == 200  # the page's own requests
+        assert vm.call('status')['status']['denied'] == 2
+        assert vm.call('close')['ok']
+        assert get('/status', 'camkey=' + key)[0] == 200  # closed: LAN-only server again
+        key2 = URL.search(vm.call('open')['text']).group(2)
+        assert get('/status', 'camkey=' + key)[0] == 403  # the old key is revoked
+        assert get('/status?key=' + key2)[0] == 200
+    finally:
+        vm.close()
+
+
 # -- faults --------------------------------------------------------------------------------------
 
 def test_port_conflict_moves_to_the_next_port(igd, make_vm):

@@ -14,13 +14,15 @@ DRIVER = os.path.join(ROOT, 'tests', 'vm', 'upnp_driver.py')
 class VM:
     """One driver process; `call` sends a command and returns its JSON answer."""
 
-    def __init__(self, flash, cfg, lan=None, prefix=(), heap='128K'):
+    def __init__(self, flash, cfg, lan=None, prefix=(), heap='128K', web=None):
         with open(os.path.join(flash, 'config.json'), 'w') as f:
             json.dump(cfg, f)
         env = dict(os.environ)
         env['MICROPYPATH'] = ':'.join(['.frozen'] + [os.path.join(ROOT, p) for p in ('tools/sim', 'lib', '')])
         if lan:
             env['UPNP_LAN'] = lan
+        if web:
+            env['UPNP_WEB'] = str(web)
         self.p = subprocess.Popen(list(prefix) + [MP, '-X', 'heapsize=' + heap, DRIVER], cwd=flash,
                                   env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True, bufsize=1)

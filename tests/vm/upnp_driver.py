@@ -1,7 +1,7 @@
 # Runs the Exposure service on the MicroPython VM for tests/test_upnp*.py, driven over stdin.
 #
 # cwd is a temp flash dir with config.json. Env: UPNP_LAN="ip/mask" (the station address; the
-# netns test gives the real one). One JSON command per stdin line: {"cmd": "open"|"close"|
+# netns test gives the real one); UPNP_WEB=port starts a small microdot app behind exp.guard. One JSON command per stdin line: {"cmd": "open"|"close"|
 # "status"|"shutdown"|"uplink"|"allows"|"find"|"entry"|"measure"|"exit", ...}; one "R <json>" line answers each.
 # Notifications print as "N <json text>", or, when config.json has a Telegram token, go to the
 # chats through firmware/telegram.py, which then also takes /open and /close from them.
@@ -44,6 +44,23 @@ async def main():
     cmds.register('open', exp.open, 'open a port forward')
     cmds.register('close', exp.close, 'close it')
     asyncio.create_task(exp.run())
+    web = os.getenv('UPNP_WEB')
+    if web:  # a stand-in for the exposed server, guarded the way the firmware's servers are
+        from microdot import Microdot
+        app = Microdot()
+
+        @app.before_request
+        async def check(req):
+            return exp.guard(req)
+
+        @app.route('/stream')
+        async def stream(req):
+            return 'frames'
+
+        @app.route('/status')
+        async def status(req):
+            return {'ok': 1}
+        asyncio.create_task(app.start_server('127.0.0.1', int(web)))
     out('R', {'ready': True})
     rd = asyncio.StreamReader(sys.stdin)
     while True:
