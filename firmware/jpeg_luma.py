@@ -444,6 +444,8 @@ class LumaExtractor:
             slow[sb + 17 + l] = cnt
             slow[sb + 34 + l] = k
             for _ in range(cnt):
+                if code >= (1 << l):
+                    raise ValueError("corrupt JPEG: bad Huffman table")
                 if l <= 9:
                     sh = 9 - l
                     a = code << sh
@@ -637,6 +639,13 @@ class LumaExtractor:
     def extract_into(self, jpeg):
         """extract() without the result tuple: allocates nothing at all
         (once the Huffman tables are cached); sets self.w8, self.h8."""
+        try:
+            self._extract(jpeg)
+        except IndexError:
+            # a safety net: every read is meant to be bounds-checked already
+            raise ValueError("corrupt JPEG: structure out of bounds")
+
+    def _extract(self, jpeg):
         d = jpeg
         n = len(d)
         if n < 4 or d[0] != 0xFF or d[1] != 0xD8:

@@ -88,60 +88,6 @@ def _gain(cur: ptr8, bg: ptr16, act: ptr8, chg: ptr8, n: int, hist: ptr16) -> in
 
 
 @micropython.viper
-def _classify(cur: ptr8, bg: ptr16, dev: ptr16, act: ptr8, chg: ptr8, n: int, par: ptr32):
-    # par in: 0 gain, 1 k*8, 2 floor*16, 3 rel (x256), 4 min dev*16
-    # par out: 5 changed, 6 cells brighter than bg before the gain, 7 darker, 8 active
-    g = int(par[0])
-    k8 = int(par[1])
-    fl = int(par[2])
-    rel = int(par[3])
-    dmin = int(par[4])
-    nc = int(0)
-    npos = int(0)
-    nneg = int(0)
-    na = int(0)
-    i = int(0)
-    while i < n:
-        chg[i] = 0
-        if act[i]:
-            na += 1
-            e = (int(bg[i]) * g + 128) >> 8
-            if e > 4080:
-                e = 4080
-            d = int(cur[i]) * 16 - e
-            if d > 0 and g < 256 and int(bg[i]) >= 3840:
-                # the background was (nearly) saturated: its true level is
-                # unknown, so a darker scene tells nothing; take cur as is
-                chg[i] = 8
-                i += 1
-                continue
-            ad = d
-            if d < 0:
-                ad = -d
-            dv = int(dev[i])
-            if dv < dmin:
-                dv = dmin
-            thr = ((dv * k8) >> 3) + fl + ((e * rel) >> 8)
-            if ad > thr:
-                nc += 1
-                if d > 0:
-                    chg[i] = 1
-                else:
-                    chg[i] = 2
-            # the raw change (before the gain) for the global-change test
-            d = int(cur[i]) * 16 - int(bg[i])
-            if d > thr:
-                npos += 1
-            elif d < -thr:
-                nneg += 1
-        i += 1
-    par[5] = nc
-    par[6] = npos
-    par[7] = nneg
-    par[8] = na
-
-
-@micropython.viper
 def _despeckle(chg: ptr8, w: int, h: int) -> int:
     # count changed cells with at least one changed 8-neighbour; mark them 4|
     cnt = int(0)
@@ -184,55 +130,108 @@ def _despeckle(chg: ptr8, w: int, h: int) -> int:
 
 
 @micropython.viper
-def _update(cur: ptr8, bg: ptr16, dev: ptr16, act: ptr8, chg: ptr8, age: ptr8, n: int,
-            par: ptr32):
-    # par in: 0 gain, 9 fast shift, 10 slow shift, 11 dev shift, 12 dev cap*16,
-    #         13 1 = re-baseline (bg = cur), 14 frames after which a cell that
-    #         stays changed is absorbed fast (a parked object, a false change)
+def _step(cur: ptr8, bg: ptr16, dev: ptr16, act: ptr8, chg: ptr8, age: ptr8, n: int,
+          par: ptr32):
+    # Classify every active cell against the gain-scaled background and update
+    # the background and the per-cell noise in the same pass.
+    # par in:  0 gain (x256), 1 k (x8), 2 floor (x16), 3 rel (x256), 4 min dev (x16),
+    #          9 fast shift, 10 slow shift (0 = frozen), 11 dev shift, 12 dev cap (x16),
+    #          14 frames after which a cell that stays changed is absorbed fast
+    #          (a parked object, a false change)
+    # par out: 5 changed, 6 cells brighter than bg before the gain (raw), 7 darker,
+    #          8 active cells
+    # chg: 0 background, 1 brighter, 2 darker, 8 unknown (was saturated)
     g = int(par[0])
+    k8 = int(par[1])
+    fl = int(par[2])
+    rel = int(par[3])
+    dmin = int(par[4])
     fs = int(par[9])
     ss = int(par[10])
     ds = int(par[11])
     cap = int(par[12])
-    rb = int(par[13])
     absorb = int(par[14])
+    fr = (1 << fs) >> 1
+    sr = (1 << ss) >> 1
+    nc = int(0)
+    npos = int(0)
+    nneg = int(0)
+    na = int(0)
     i = int(0)
     while i < n:
-        c = int(cur[i]) * 16
-        if rb or chg[i] == 8:
-            bg[i] = c
-            age[i] = 0
-        elif act[i]:
-            e = (int(bg[i]) * g + 128) >> 8
+        chg[i] = 0
+        if act[i]:
+            na += 1
+            b = int(bg[i])
+            c = int(cur[i]) << 4
+            e = (b * g + 128) >> 8
             if e > 4080:
                 e = 4080
             d = c - e
-            if chg[i]:
+            if d > 0 and g < 256 and b >= 3840:
+                # the background was (nearly) saturated: its true level is
+                # unknown, so a darker scene tells nothing; take cur as is
+                chg[i] = 8
+                bg[i] = c
+                age[i] = 0
+                i += 1
+                continue
+            ad = d
+            if d < 0:
+                ad = -d
+            dv = int(dev[i])
+            if dv < dmin:
+                dv = dmin
+            thr = ((dv * k8) >> 3) + fl + ((e * rel) >> 8)
+            # the raw change (before the gain) for the global-change test
+            r = c - b
+            if r > thr:
+                npos += 1
+            elif r < -thr:
+                nneg += 1
+            if ad > thr:
+                nc += 1
+                if d > 0:
+                    chg[i] = 1
+                else:
+                    chg[i] = 2
                 a = int(age[i])
                 if a < 255:
                     age[i] = a + 1
                 if a >= absorb:
-                    e += (d + (1 << fs >> 1)) >> fs
+                    e += (d + fr) >> fs
                 elif ss != 0:
-                    e += (d + (1 << ss >> 1)) >> ss
+                    e += (d + sr) >> ss
             else:
                 age[i] = 0
-                e += (d + (1 << fs >> 1)) >> fs
-                ad = d
-                if d < 0:
-                    ad = -d
+                e += (d + fr) >> fs
                 if ad > cap:
                     ad = cap
-                v = int(dev[i])
-                v += (ad - v) >> ds
-                if v < 0:
-                    v = 0
-                dev[i] = v
+                dv = int(dev[i])
+                dv += (ad - dv) >> ds
+                if dv < 0:
+                    dv = 0
+                dev[i] = dv
             if e < 0:
                 e = 0
             elif e > 4080:
                 e = 4080
             bg[i] = e
+        i += 1
+    par[5] = nc
+    par[6] = npos
+    par[7] = nneg
+    par[8] = na
+
+
+@micropython.viper
+def _rebase(cur: ptr8, bg: ptr16, age: ptr8, chg: ptr8, n: int):
+    # background = this frame (first frame, global change)
+    i = int(0)
+    while i < n:
+        bg[i] = int(cur[i]) << 4
+        age[i] = 0
+        chg[i] = 0
         i += 1
 
 
@@ -364,9 +363,7 @@ class Detector:
         self.global_change = False
         if f == 0:
             # first frame after reset: it is the background
-            par[13] = 1
-            _fill(self._chg, n, 0)
-            _update(luma, self._bg, self._dev, self._act, self._chg, self._age, n, par)
+            _rebase(luma, self._bg, self._age, self._chg, n)
             _fill16(self._dev, n, 16)
             self.run = 0
             self.score = 0
@@ -381,29 +378,26 @@ class Detector:
         par[2] = self.floor * 16
         par[3] = self.rel
         par[4] = 16
-        _classify(luma, self._bg, self._dev, self._act, self._chg, n, par)
-        nc = par[5]
-        na = par[8]
-        cnt = _despeckle(self._chg, self.w8, self.h8)
-        score = cnt * 1000 // na if na else 0
-        rb = 0
-        if nc and max(par[6], par[7]) * 1000 > self.light_pm * na:
-            # most cells moved the same way: a global change -> re-baseline
-            rb = 1
-            self.global_change = True
-            self.rebaselines += 1
-            score = 0
-        if learning:
-            score = 0
         par[9] = 1 if learning else self.fast_shift
         par[10] = 1 if learning else self.slow_shift
         par[11] = 1 if learning else 4
         par[12] = 16 * 16
-        par[13] = rb
         par[14] = self.absorb
-        _update(luma, self._bg, self._dev, self._act, self._chg, self._age, n, par)
-        if rb:
-            _fill(self._chg, n, 0)
+        _step(luma, self._bg, self._dev, self._act, self._chg, self._age, n, par)
+        nc = par[5]
+        na = par[8]
+        score = 0
+        if nc:
+            score = _despeckle(self._chg, self.w8, self.h8) * 1000 // na
+            if max(par[6], par[7]) * 1000 > self.light_pm * na:
+                # most cells moved the same way, and the gain did not explain
+                # it: a global change -> re-baseline, no alarm
+                _rebase(luma, self._bg, self._age, self._chg, n)
+                self.global_change = True
+                self.rebaselines += 1
+                score = 0
+        if learning:
+            score = 0
         self.score = score
         if score >= self.area and score > 0:
             self.run += 1

@@ -201,6 +201,13 @@ def test_refuses_unsupported_and_truncated_with_clear_errors(tmp_path):
     # truncation anywhere in the frame
     for k in range(1, 40):
         cases.append((base[:len(base) * k // 40], 'truncated'))
+    # Huffman tables whose codes overflow their length (3 codes of 1 bit; 2 of 1 bit, the
+    # second being all ones), placed just before the scan
+    for tcth, counts, vals in ((0x13, [5] + [0] * 15, [0, 1, 2, 3, 4]), (0x00, [2] + [0] * 15, [0, 1]),
+                               (0x11, [0, 5] + [0] * 14, [0, 1, 2, 3, 4])):
+        seg = bytes([tcth] + counts + vals)
+        dht = b'\xff\xc4' + (len(seg) + 2).to_bytes(2, 'big') + seg
+        cases.append((base[:sos] + dht + base[sos:], 'bad Huffman table'))
     # a restart marker out of sequence
     rst = base.index(b'\xff\xd1')
     cases.append((base[:rst + 1] + b'\xd5' + base[rst + 2:], 'restart marker'))
@@ -332,3 +339,56 @@ def test_random_corruption_never_crashes_or_hangs(batch):
         if r.startswith('ERR '):
             assert len(r) > 10
         assert ms < 500, ms
+
+
+def test_gray_frames_give_the_jpeg_thumbnail():
+    """A camera in GRAYSCALE mode feeds the same detector: from_gray() on the raw luma of a
+    simulator frame matches the JPEG's DC thumbnail to within JPEG's quantization."""
+    grays = sorted(glob.glob(os.path.join(ROOT, 'sim', 'frames', '320x240', '*', '*.gray')))
+    if not grays:
+        pytest.skip('no sim/frames/320x240/*.gray (make sim/frames/.stamp needs tools/scene.py)')
+    grays = grays[:6]
+    code = ['from firmware.jpeg_luma import LumaExtractor', 'import binascii',
+            'ex = LumaExtractor(40, 30)']
+    for g in grays:
+        code.append('ex.from_gray(open(%r, "rb").read(), 320, 240)' % g)
+        code.append('a = bytes(ex.luma)')
+        code.append('ex.extract(open(%r, "rb").read())' % g.replace('.gray', '.jpg'))
+        code.append('print(binascii.hexlify(a).decode(), binascii.hexlify(ex.luma).decode())')
+    p = subprocess.run([VM, '-c', '\n'.join(code)], capture_output=True, text=True, timeout=30,
+                       env=dict(os.environ, MICROPYPATH=ROOT))
+    rows = p.stdout.split('\n')[:len(grays)]
+    assert len(rows) == len(grays), p.stdout + p.stderr
+    for r in rows:
+        a, b = (bytes.fromhex(x) for x in r.split())
+        diff = [abs(x - y) for x, y in zip(a, b)]
+        assert sum(diff) / len(diff) < 1.5 and max(diff) <= 8, (sum(diff) / len(diff), max(diff))
+
+
+def test_fuzz_fixed_seeds_headers_and_data(tmp_path):
+    """Many mutations in one VM run, half of them aimed at the marker segments (DQT, DHT,
+    SOF, DRI, SOS): only ValueError, never another exception, a hang or a wrong size."""
+    rnd = random.Random(2024)
+    blobs = []
+    for i in range(600):
+        k = i % 3
+        b = bytearray(_base(k))
+        hdr = b.index(b'\xff\xda') + 14
+        for _ in range(rnd.randint(1, 3)):
+            p = rnd.randrange(hdr) if i % 2 else rnd.randrange(len(b))
+            op = rnd.randrange(4)
+            if op == 0:
+                b[p] = rnd.randrange(256)
+            elif op == 1:
+                b[p] ^= 1 << rnd.randrange(8)
+            elif op == 2:
+                del b[p:p + rnd.randint(1, 4)]
+            else:
+                b[p:p] = bytes([rnd.randrange(256)])
+        blobs.append(bytes(b))
+    res = _errors(blobs, tmp_path)
+    errs = sum(r.startswith('ERR ') for r, _ in res)
+    for r, ms in res:
+        assert r.startswith('ERR ') or r.startswith('OK 20 15 '), r[:80]
+        assert ms < 500
+    assert errs > 100  # the corruption was really noticed most of the time in headers

@@ -258,8 +258,19 @@ def write_set(outdir, conds=None):
     with open(os.path.join(outdir, 'index.json'), 'w') as f:
         json.dump(index, f)
     with open(os.path.join(outdir, '.stamp'), 'w') as f:
-        f.write('%d\n' % VERSION)
+        f.write(_stamp() + '\n')
     return index
+
+
+def _stamp():
+    """The set's version and a hash of the code that renders it (this file, scene.py)."""
+    import hashlib
+    h = hashlib.sha1()
+    for fn in (__file__, getattr(_scene, '__file__', None)):
+        if fn:
+            with open(fn, 'rb') as f:
+                h.update(f.read())
+    return '%d %s' % (VERSION, h.hexdigest()[:16])
 
 
 def ensure(outdir=DEFAULT_DIR):
@@ -267,12 +278,24 @@ def ensure(outdir=DEFAULT_DIR):
     stamp = os.path.join(outdir, '.stamp')
     try:
         with open(stamp) as f:
-            if int(f.read().strip() or 0) == VERSION:
+            if f.read().strip() == _stamp():
                 with open(os.path.join(outdir, 'index.json')) as g:
                     return json.load(g)
     except (OSError, ValueError):
         pass
-    return write_set(outdir)
+    # render beside, then swap in: a concurrent reader never sees half a set
+    tmp = '%s.tmp%d' % (outdir.rstrip('/'), os.getpid())
+    index = write_set(tmp)
+    old = '%s.old%d' % (outdir.rstrip('/'), os.getpid())
+    try:
+        os.rename(outdir, old)
+    except OSError:
+        old = None
+    os.rename(tmp, outdir)
+    if old:
+        import shutil
+        shutil.rmtree(old, ignore_errors=True)
+    return index
 
 
 # ---------------------------------------------------------------- evaluation on the VM
