@@ -229,7 +229,8 @@ class Management:
         if s.retry and time.ticks_diff(now, s.retry) < 0:
             return
         try:  # blocks while DNS answers: once per server, again only after a long outage
-            s.addr = socket.getaddrinfo(s.host, s.port)[0][-1]
+            a = socket.getaddrinfo(s.host, s.port)[0][-1]
+            s.addr = bytes(a) if isinstance(a, bytearray) else a  # unix port: raw sockaddr
             s.resolved = now
             s.retry = 0
         except OSError as e:

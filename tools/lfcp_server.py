@@ -375,6 +375,10 @@ async def serve(args, key):
                      echo=None if args.quiet else lambda t: print(t, flush=True))
     loop = asyncio.get_running_loop()
     transport, _ = await loop.create_datagram_endpoint(lambda: srv, local_addr=(args.host, args.port))
+    try:  # room for bursts: many devices whose heartbeats happen to coincide
+        transport.get_extra_info('socket').setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
+    except OSError:
+        pass
     host, port = _hostport(args.api)
     api = await asyncio.start_server(lambda r, w: _api_conn(srv, r, w), host, port)
     udp_port = transport.get_extra_info('sockname')[1]
