@@ -26,6 +26,7 @@ sim/frames/.stamp: $(VENV)/.stamp tools/scene.py
 	touch $@
 
 sim: setup
+	@$(BIN)/python tools/sim_config.py $(SIMDIR)
 	$(BIN)/python tools/simulate.py --flash $(SIMDIR)
 
 test: setup

@@ -1,6 +1,6 @@
 """config.json: the schema, its defaults, and validation that names the offending key.
 
-Every key is documented in config.example.json. A value that is wrong is refused at boot with a
+Every key is documented in config.example.json (keys starting with "_" are comments). A value that is wrong is refused at boot with a
 message such as `config: camera.quality: must be 10..63, got 5`; an unknown key is refused too, so
 a typo never silently falls back to a default. Credentials default to empty: the feature that
 needs them stays off until they are set.
@@ -203,6 +203,8 @@ def validate(data):
         return ['config: must be a JSON object']
     errors = []
     for name in data:
+        if name[:1] == '_':
+            continue            # "_doc" entries: documentation, as in config.example.json
         if name not in SCHEMA:
             errors.append('config: unknown section %r' % name)
             continue
@@ -211,6 +213,8 @@ def validate(data):
             errors.append('config: %s: must be an object' % name)
             continue
         for key in given:
+            if key[:1] == '_':
+                continue
             if key not in SCHEMA[name]:
                 errors.append('config: unknown key %s.%s' % (name, key))
                 continue
