@@ -120,7 +120,28 @@ def cases(tmp_path_factory):
         picture(320, 240, rnd).save(fn, 'JPEG', quality=30, subsampling=sub, restart_marker_rows=1)
         files.append(fn)
         n += 1
+    # MJPEG style: no DHT segment, the decoder uses the standard tables (Annex K)
+    for sub in (1, 2):
+        buf = io.BytesIO()
+        picture(320, 240, rnd).save(buf, 'JPEG', quality=30, subsampling=sub)
+        fn = str(d / ('m%03d.jpg' % n))
+        with open(fn, 'wb') as f:
+            f.write(strip_dht(buf.getvalue()))
+        files.append(fn)
+        n += 1
     return files
+
+
+def strip_dht(data):
+    out = bytearray(data[:2])
+    i = 2
+    while data[i + 1] != 0xDA:
+        ln = int.from_bytes(data[i + 2:i + 4], 'big')
+        if data[i + 1] != 0xC4:
+            out += data[i:i + 2 + ln]
+        i += 2 + ln
+    assert b'\xff\xc4' not in out
+    return bytes(out + data[i:])
 
 
 def test_equals_libjpeg_one_eighth_decode(cases):
