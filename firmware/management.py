@@ -17,7 +17,7 @@ from firmware.commands import CommandError
 
 STATE = 'lfcp.json'
 SEQ_BLOCK = 1000
-PENDING = 8  # unanswered reports remembered per server
+PENDING = 16  # unanswered reports remembered per server (a LOG burst must not push out a heartbeat)
 DONE = 4  # executed command ids remembered per origin
 QUEUE = 4  # commands waiting for the worker
 ALARMS = 4  # alarms being retransmitted at once
@@ -25,6 +25,7 @@ SOURCES = 16  # addresses the rate limiter tracks
 LOG_QUEUE = 8
 LOG_EVERY_MS = 2000  # LOG lines sent at most this often on average (burst LOG_QUEUE)
 TICK_MS = 250
+DSLP_DEFAULT_S = 60  # the original's TIME_TO_SLEEP
 EAGAIN = 11
 
 # LFCP command -> command layer name
@@ -392,8 +393,8 @@ class Management:
                 return None, 'bad_chat_id'
         if typ in ('DSLP', 'UPOP', 'UPCL'):
             v = f[2]
-            if v == '0':
-                return {}, None
+            if v == '0':  # a plain DSLP sleeps as long as the original did
+                return ({'seconds': DSLP_DEFAULT_S} if typ == 'DSLP' else {}), None
             if not v.isdigit() or int(v) < 1 or (typ != 'DSLP' and int(v) > 65535):
                 return None, 'bad_parameter'
             return ({'seconds': int(v)} if typ == 'DSLP' else {'port': int(v)}), None
@@ -564,7 +565,7 @@ class Management:
     # --- state ------------------------------------------------------------------------------
 
     def _on_armed(self, state, *reason):
-        self.armed = bool(state)
+        self.armed = bool(state) and state != 'disarmed'  # 'armed', 'auto-armed', True, ...
 
     def status(self):
         now = time.ticks_ms()

@@ -71,9 +71,15 @@ def test_queued_command_runs_once_and_is_acked(servers, device):
     d = device({'servers': [addr(a)]})
     c = servers.call(a.queue, 'cam1', 'ENAL')
     wait(lambda: (cmd_state(servers, a, c.id) or {}).get('state') == 'acked', 10, 'ENAL acked')
-    time.sleep(1.5)  # more heartbeats: nothing runs again
+    n = beats(servers, a)
+    wait(lambda: beats(servers, a) >= n + 2, 10, 'more heartbeats')  # nothing runs again ...
     assert len(d.runs('arm')) == 1
-    assert servers.device(a, 'cam1').armed is True
+    assert servers.device(a, 'cam1').armed is True  # ... and they report the armed state
+    servers.call(a.queue, 'cam1', 'DSAL')
+    wait(lambda: d.runs('disarm'), 10, 'DSAL')
+    n = beats(servers, a)
+    wait(lambda: beats(servers, a) >= n + 2, 10, 'more heartbeats')
+    assert servers.device(a, 'cam1').armed is False
     wait(lambda: any(x['text'] == 'alarm_enabled_request_via_lfcp'
                      for x in servers.call(lambda: list(a.devices['cam1'].logs))), 5, 'LOG')
 

@@ -37,7 +37,7 @@ def main():
                 raise CommandError(name + ' failed on purpose')
             if name in ('arm', 'disarm'):
                 state['armed'] = name == 'arm'
-                bus.emit('armed', state['armed'], 'lfcp')
+                bus.emit('armed', 'armed' if name == 'arm' else 'disarmed', 'command')
             if name == 'status':
                 return 'armed=%d, camera=off' % state['armed']
             if name in ('reboot', 'sleep'):
