@@ -222,6 +222,7 @@ def _scan(data: ptr8, tab: ptr8, slow: ptr16, par: ptr32, out: ptr8) -> int:
                 # ---- AC: decode and skip ----
                 t = (info >> 4) & 15
                 tb = t * 1280
+                lt = ptr8(uint(tab) + tb)  # this AC table's lookahead
                 k = int(1)
                 while k < 64:
                     while bits <= 24:
@@ -242,12 +243,12 @@ def _scan(data: ptr8, tab: ptr8, slow: ptr16, par: ptr32, out: ptr8) -> int:
                             pad += 1
                         bits += 8
                     look = (buf >> (bits - 9)) & 511
-                    l = int(tab[tb + look])
+                    l = int(lt[look])
                     if l != 0:
                         # AC fast path: l = code length + extra bits (<= 24 <
                         # 25 bits present), entry = zigzag advance, 0 = EOB
                         bits -= l
-                        l = int(tab[tb + 512 + look])
+                        l = int(lt[512 + look])
                         if l == 0:
                             break
                         k += l

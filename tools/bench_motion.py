@@ -86,11 +86,16 @@ elif mode == 'detect':
     gc.disable()
     run_detect(det, lumas, n)
 elif mode == 'time':
-    t0 = time.ticks_us(); run_extract(ex, frames, n); t1 = time.ticks_us()
-    run_detect(det, lumas, n); t2 = time.ticks_us()
-    print(time.ticks_diff(t1, t0) / n / 1000, time.ticks_diff(t2, t1) / n / 1000)
+    te = td = 1 << 30
+    for _ in range(5):   # best of 5: the PC is shared
+        t0 = time.ticks_us(); run_extract(ex, frames, n); t1 = time.ticks_us()
+        run_detect(det, lumas, n); t2 = time.ticks_us()
+        te = min(te, time.ticks_diff(t1, t0))
+        td = min(td, time.ticks_diff(t2, t1))
+    print(te / n / 1000, td / n / 1000)
 gc.collect()
 if mode == 'heap':
+    run_both(ex, det, frames, 10)
     gc.collect(); a = gc.mem_alloc()
     run_both(ex, det, frames, 100)
     gc.collect(); b = gc.mem_alloc()
@@ -100,13 +105,13 @@ if mode == 'heap':
 '''
 
 
-def frames_file(path, w, h, n=12):
-    """n frames of a person crossing at w x h (4:2:0, quality 25), length-prefixed."""
+def frames_file(path, w, h, n=12, quality=motion_set.QUALITY):
+    """n frames of a person crossing at w x h (4:2:0), length-prefixed."""
     import struct
     with open(path, 'wb') as f:
         for i in range(n):
             objs = [motion_set.person(0.1 + 0.8 * i / n, phase=i)]
-            fr = motion_set.jpeg(motion_set.render(objs, seed=i, w=w, h=h), motion_set.QUALITY)
+            fr = motion_set.jpeg(motion_set.render(objs, seed=i, w=w, h=h), quality)
             f.write(struct.pack('<I', len(fr)))
             f.write(fr)
     return path
@@ -211,12 +216,21 @@ def main(argv=None):
             print('== instructions per steady-state QVGA frame (callgrind: 2-frame run minus '
                   '1-frame run) ==')
             rows = []
-            for mode in ('extract', 'detect'):
-                one = callgrind(script, mode, files['QVGA'], 1, td)
-                two = callgrind(script, mode, files['QVGA'], 2, td)
-                rows.append([mode, '{:,}'.format(two - one)])
-            table(rows, ['part', 'instructions'])
-            print('goal for extraction: <= 3,000,000')
+            q85 = frames_file(os.path.join(td, 'q85.bin'), 320, 240, quality=85)
+            for mode, fn, what in (
+                    ('extract', files['QVGA'], 'quality %d, ~%d bytes' % (
+                        motion_set.QUALITY, os.path.getsize(files['QVGA']) // 12)),
+                    ('extract', q85, 'quality 85 (the simulator\'s frames), ~%d bytes'
+                     % (os.path.getsize(q85) // 12)),
+                    ('detect', files['QVGA'], '40x30 cells')):
+                one = callgrind(script, mode, fn, 1, td)
+                two = callgrind(script, mode, fn, 2, td)
+                eleven = callgrind(script, mode, fn, 11, td)
+                rows.append([mode, what, '{:,}'.format(two - one),
+                             '{:,}'.format((eleven - one) // 10)])
+            table(rows, ['part', 'frame', '2 frames - 1 frame', '(11 - 1 frames) / 10'])
+            print('goal for extraction: <= 3,000,000 (x64 instructions of the unix VM; the ESP32 runs '
+                  'the same viper code compiled for xtensawin)')
         print()
         print('== memory ==')
         rows = []
