@@ -66,9 +66,17 @@ def read_json(p, default=None):
         return default
 
 
+try:
+    from _thread import get_ident as _ident
+except ImportError:
+    def _ident():
+        return 0
+
+
 def write_text(p, text):
-    # atomic: write a temporary file, then rename over the target
-    tmp = p + ".tmp"
+    # atomic: write a temporary file (one per thread: the supervisor flushes too), then
+    # rename it over the target
+    tmp = "%s.%d.tmp" % (p, _ident())
     with open(tmp, "w") as f:
         f.write(text)
     os.rename(tmp, p)
