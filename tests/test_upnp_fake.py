@@ -244,19 +244,21 @@ def test_no_router_found(make_vm, tmp_path):
         s.close()
 
 
-def test_igd2_and_ppp_services_are_found(tmp_path):
-    for version, service in ((2, None), (1, 'urn:schemas-upnp-org:service:WANPPPConnection:1')):
-        with FakeIGD(version=version, service=service) as fake:
-            vm = VM(str(tmp_path), {'upnp': {'ssdp': '127.0.0.1:%d' % fake.ssdp_port}},
-                    lan='192.0.2.10/255.255.255.0')
-            try:
-                r = vm.call('find')
-                assert r['ok'] and r['service'] == fake.service, r
-                assert r['external'] == '198.51.100.7'
-                assert vm.call('open')['ok']
-                assert fake.mapping(54321)
-            finally:
-                vm.close()
+@pytest.mark.parametrize('version,service', [
+    (2, None), (1, 'urn:schemas-upnp-org:service:WANPPPConnection:1')])
+def test_igd2_and_ppp_services_are_found(tmp_path, version, service):
+    with FakeIGD(version=version, service=service) as fake:
+        vm = VM(str(tmp_path), {'upnp': {'ssdp': '127.0.0.1:%d' % fake.ssdp_port}},
+                lan='192.0.2.10/255.255.255.0')
+        try:
+            r = vm.call('find')
+            assert r['ok'] and r['service'] == fake.service, (r, vm.output())
+            assert r['external'] == '198.51.100.7'
+            r = vm.call('open')
+            assert r['ok'], (r, vm.output())
+            assert fake.mapping(54321), (fake.calls, vm.output())
+        finally:
+            vm.close()
 
 
 # -- background: leases, router reboot, DDNS ---------------------------------------------------
