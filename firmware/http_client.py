@@ -135,42 +135,53 @@ def _connect(ai):
     return s
 
 
-# async
-def _send(s, data):
-    """Write all of `data` in CHUNK slices, waiting for the socket between them (no copies)."""
-    mv = memoryview(data)
-    n = len(mv)
-    off = 0
-    while off < n:
-        yield core._io_queue.queue_write(s)
-        ret = s.write(mv[off:off + CHUNK])
-        if ret is not None:
-            off += ret
+class _Conn:
+    """One connection: writes in CHUNK slices, buffered reads for the head, readinto for bodies.
 
+    asyncio waits on the plain socket, never on the TLS object: this MicroPython's select.poll
+    corrupts a registered non-fd object (a TLS socket) when its pollfd array grows, which
+    crashed the VM as soon as a few more sockets were open. So every call tries the socket
+    first and, when it would block, waits for the plain socket: readable while the TLS
+    handshake is under way or an answer is awaited, writable when a send is held up.
+    """
 
-async def _send_all(s, head, parts):
-    await _send(s, head)
-    for p in parts:
-        await _send(s, p)
-
-
-class _Reader:
-    """Buffered reads over a non-blocking (TLS) socket: lines for headers, readinto for bodies."""
-
-    def __init__(self, s):
+    def __init__(self, s, raw, tls):
         self.s = s
+        self.raw = raw
+        self.shaking = tls  # the handshake runs inside the first write
         self.buf = bytearray(512)
         self.start = 0
         self.end = 0
 
     # async
+    def send(self, data):
+        io = core._io_queue
+        mv = memoryview(data)
+        n = len(mv)
+        off = 0
+        while off < n:
+            ret = self.s.write(mv[off:off + CHUNK])
+            if ret:
+                off += ret
+                self.shaking = False
+                yield io.queue_write(self.raw)  # a turn for the other tasks between slices
+            elif self.shaking:
+                yield io.queue_read(self.raw)
+            else:
+                yield io.queue_write(self.raw)
+
+    async def send_all(self, parts):
+        for p in parts:
+            await self.send(p)
+
+    # async
     def _fill(self):
         while True:
-            yield core._io_queue.queue_read(self.s)
             n = self.s.readinto(self.buf)
             if n is not None:
                 self.start, self.end = 0, n
                 return n
+            yield core._io_queue.queue_read(self.raw)
 
     async def line(self):
         out = b''
@@ -197,11 +208,12 @@ class _Reader:
             self.start += k
             got = k
         while got < n:  # the rest goes straight from the socket into the caller's buffer
-            yield core._io_queue.queue_read(self.s)
             k = self.s.readinto(mv[got:])
-            if k is not None:
-                if not k:
-                    raise EOFError
+            if k is None:
+                yield core._io_queue.queue_read(self.raw)
+            elif not k:
+                raise EOFError
+            else:
                 got += k
         return got
 
@@ -296,17 +308,18 @@ async def request(method, url, headers=None, body=None, timeout=10, ssl=None, ma
     s = None
     try:
         ai = resolve(host, port)
-        s = await asyncio.wait_for(_connect(ai), timeout)
+        raw = s = await asyncio.wait_for(_connect(ai), timeout)
         if https:
             ctx = ssl or default_context()
-            s = ctx.wrap_socket(s, server_hostname=host, do_handshake_on_connect=False)
+            s = ctx.wrap_socket(raw, server_hostname=host, do_handshake_on_connect=False)
             s.setblocking(False)
-        await asyncio.wait_for(_send(s, head), timeout)  # includes the TLS handshake
+        c = _Conn(s, raw, https)
+        await asyncio.wait_for(c.send(head), timeout)  # includes the TLS handshake
         phase = 'send'
         if parts:
-            await asyncio.wait_for(_send_all(s, b'', parts), timeout)
+            await asyncio.wait_for(c.send_all(parts), timeout)
         phase = 'receive'
-        return await asyncio.wait_for(_receive(_Reader(s), method, max_body), timeout)
+        return await asyncio.wait_for(_receive(c, method, max_body), timeout)
     except asyncio.TimeoutError:
         raise OSError(ETIMEDOUT, '%s: %s timed out after %ss' % (where, phase, timeout))
     except EOFError:

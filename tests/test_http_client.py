@@ -160,7 +160,7 @@ def vm(ports, *cases, heapsize=None):
         if line.startswith('{'):
             r = json.loads(line)
             out[r['case']] = r
-    assert set(out) == set(cases), p.stdout + p.stderr
+    assert set(out) == set(cases), 'VM exit %d\n%s%s' % (p.returncode, p.stdout, p.stderr)
     return out
 
 
@@ -221,3 +221,10 @@ def test_requests_do_not_block_each_other(servers):
     r = vm(servers, 'concurrent')['concurrent']
     assert r['statuses'] == [200, 200, 200]
     assert r['ms'] < 4000  # three 1.5 s answers in parallel, not 4.5 s in a row
+
+
+def test_tls_among_many_sockets(servers):
+    """Regression: asyncio used to wait on the TLS object itself; this VM's select.poll then
+    corrupts that entry when its fd array grows, and the VM died with SIGSEGV."""
+    r = vm(servers, 'tls_among_many_sockets')['tls_among_many_sockets']
+    assert r.get('statuses') == [200] * 4, r

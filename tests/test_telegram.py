@@ -67,6 +67,22 @@ def photo_ok(p, jpeg=None):
         assert p['jpeg'] == jpeg
 
 
+def until(d, pred, timeout=20):
+    """Poll the driver's Telegram status until pred(status) holds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred(d.status()['status']):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def held_back(d, fake, n=1):
+    """The first photo met a 429 and is back in the queue, waiting."""
+    assert fake.wait(lambda: any(s == 429 for _, _, s in fake.calls)), d.output()
+    assert until(d, lambda st: st['queued'] == n and st['sending'] is None), d.output()
+
+
 def texts(fake, chat=None):
     with fake.lock:
         return [m['text'] for m in fake.messages if chat is None or m['chat_id'] == chat]
@@ -241,7 +257,7 @@ def test_queue_bound_drops_oldest_requested_photo(run, fake):
     d = run(queue=3, alarm_slots=2, poll_s=0)
     fake.fail('sendPhoto', '429', retry_after=4)
     d.order(op='alarm', score=0)  # A0: in flight, meets the 429, back in the queue
-    assert fake.wait(lambda: any(s == 429 for _, _, s in fake.calls)), d.output()
+    held_back(d, fake)
     d.order(op='command', name='photo', args={'reason': 'request'})  # R1
     d.order(op='command', name='photo', args={'reason': 'test'})     # R2: queue full now
     d.order(op='alarm', score=1)  # drops R1 (oldest requested)
@@ -262,7 +278,7 @@ def test_alarm_slots_stretch_the_bound(run, fake):
     d = run(queue=1, alarm_slots=3, poll_s=0)
     fake.fail('sendPhoto', '429', retry_after=3)
     d.order(op='alarm', score=0)
-    assert fake.wait(lambda: any(s == 429 for _, _, s in fake.calls)), d.output()
+    held_back(d, fake)
     for score in (1, 2):
         d.order(op='alarm', score=score)
     assert d.status()['status']['queued_alarms'] == 3  # over queue=1: fewer than 3 pending
@@ -275,7 +291,7 @@ def test_alarm_photos_go_before_requested(run, fake):
     d = run(queue=8, poll_s=0)
     fake.fail('sendPhoto', '429', retry_after=2)
     d.order(op='command', name='photo', args={'reason': 'request'})
-    assert fake.wait(lambda: any(s == 429 for _, _, s in fake.calls)), d.output()
+    held_back(d, fake)
     d.order(op='command', name='photo', args={'reason': 'test'})
     d.order(op='alarm', score=9)
     assert fake.wait(lambda: len(fake.photos) == 3, 30), d.output()

@@ -105,7 +105,35 @@ async def case(name):
         t = time.ticks_ms()
         rs = await asyncio.gather(*[h.request('GET', url(web, '/slow')) for _ in range(3)])
         return {'statuses': [r.status for r in rs], 'ms': time.ticks_diff(time.ticks_ms(), t)}
+    if name == 'tls_among_many_sockets':
+        # TLS requests while other tasks wait on more and more sockets: the poller's fd array
+        # grows under them (a TLS object registered with it would crash this VM)
+        async def idle(i):
+            ai = socket.getaddrinfo('127.0.0.1', P['silent'])[0]
+            s = socket.socket()
+            s.setblocking(False)
+            try:
+                s.connect(ai[-1])
+            except OSError:
+                pass
+            await asyncio.sleep_ms(20 * i)
+            yield_ = asyncio.core._io_queue
+            try:
+                await asyncio.wait_for_ms(_wait_read(yield_, s), 1500)
+            except asyncio.TimeoutError:
+                pass
+            s.close()
+        tasks = [asyncio.create_task(idle(i)) for i in range(12)]
+        rs = await asyncio.gather(*[h.request('GET', url(P['tls'], '/hello', 'https'), ssl=ctx('ca_der'))
+                                    for _ in range(4)])
+        await asyncio.gather(*tasks)
+        return {'statuses': [r.status for r in rs]}
     raise ValueError('unknown case ' + name)
+
+
+# async
+def _wait_read(io, s):
+    yield io.queue_read(s)
 
 
 async def main():
