@@ -12,9 +12,7 @@ host costs only the timeout and never blocks the other tasks.
 import asyncio
 import socket
 import time
-
-EINPROGRESS = 115
-EAGAIN = 11
+from errno import EAGAIN, EINPROGRESS  # values differ between ports (lwIP: 119)
 
 
 def _writable(sock):

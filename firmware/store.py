@@ -6,6 +6,7 @@ milliseconds: callers do them on state changes only, never per frame.
 """
 import json
 import os
+from errno import EEXIST
 
 
 def load(path, default=None):
@@ -27,7 +28,7 @@ def save(path, data):
     except OSError as e:
         # Only "exists" may remove the old file first (a filesystem that will not rename onto
         # one); after an I/O error the old file must stay, or a power cut next loses both.
-        if e.errno != 17:  # EEXIST
+        if e.errno != EEXIST:
             raise
         os.remove(path)
         os.rename(tmp, path)

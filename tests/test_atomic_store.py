@@ -33,7 +33,7 @@ def test_injected_power_cuts_leave_old_or_new(seed):
     counts = dict(kv.split('=') for kv in out[-1].split()[3:])
     # the faults really happened and some of them landed inside a save
     assert int(counts['cut']) > 100 and int(counts['torn']) > 100 and int(counts['eio+cut']) > 100
-    assert int(counts['old']) > 100 and int(counts['new']) > int(counts['clean'])
+    assert int(counts['old']) > 100 and int(counts['new']) >= int(counts['clean']) > 100
 
 
 def test_driver_catches_a_store_that_deletes_before_rename(tmp_path):

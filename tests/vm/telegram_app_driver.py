@@ -1,0 +1,75 @@
+# VM driver for tools/bench_telegram.py: the lead's App (camera service, stream, control and admin
+# servers on the simulated board) with the Telegram service wired in as docs/telegram.md says,
+# plus a JSON-line control port (argv[1]) to trigger alarms and read heap figures.
+import asyncio
+import gc
+import json
+import sys
+import time
+
+import micropython
+
+from firmware import config
+from firmware.app import App
+from firmware.telegram import Telegram
+
+
+class Event:
+    def __init__(self, frame, score):
+        self.time = time.time()
+        self.reason = 'motion'
+        self.score = score
+        self.frame = frame
+
+
+def main():
+    cfg = config.load('config.json')
+    app = App(cfg)
+    tg = Telegram(cfg, app.log, app.bus, app.commands, app.cam)
+    app.commands.register('photo', tg.cmd_photo, 'send a photo to Telegram')
+    app.commands.register('telegram_set', tg.cmd_set, 'set the Telegram token and chat')
+    peak = [0]
+
+    async def sample():  # heap in use (live + garbage not yet collected), sampled every 2 ms
+        while True:
+            peak[0] = max(peak[0], gc.mem_alloc())
+            await asyncio.sleep_ms(2)
+
+    async def order(msg):
+        op = msg.get('op')
+        if op == 'alarm':
+            with open(msg['file'], 'rb') as f:
+                frame = f.read()
+            app.bus.emit('alarm', Event(frame, msg.get('score', 50)))
+            return {'ok': True}
+        if op == 'mem':
+            r = {'alloc': gc.mem_alloc(), 'free': gc.mem_free(), 'sampled_peak': peak[0],
+                 'vm_peak': micropython.mem_peak()}
+            if msg.get('reset'):
+                gc.collect()
+                peak[0] = gc.mem_alloc()
+            return r
+        if op == 'status':
+            return {'telegram': tg.status(), 'stream': app.stream.status()}
+        return {'ok': False}
+
+    async def client(r, w):
+        while True:
+            line = await r.readline()
+            if not line:
+                break
+            w.write(json.dumps(await order(json.loads(line))).encode() + b'\n')
+            await w.drain()
+        await w.wait_closed()
+
+    async def run():
+        app.sup.spawn('telegram-send', tg.run_sender)
+        app.sup.spawn('telegram-poll', tg.run_poller)
+        asyncio.create_task(sample())
+        await asyncio.start_server(client, '127.0.0.1', int(sys.argv[1]))
+        await app.run()
+
+    asyncio.run(run())
+
+
+main()
