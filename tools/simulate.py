@@ -384,7 +384,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--flash", required=True, help="simulated flash dir (VM cwd)")
     ap.add_argument("--config", help="config.json to copy into a flash dir without one")
-    ap.add_argument("--heapsize", default="256K", help="VM heap (default 256K; 0 = VM default)")
+    ap.add_argument("--heapsize", default=os.environ.get("SIM_HEAPSIZE", ""),
+                    help="VM heap, e.g. 256K (default: $SIM_HEAPSIZE, else the VM's ~2 MB)")
     ap.add_argument("--frames", help="frames dir (default <repo>/sim/frames)")
     ap.add_argument("--mpy", action="store_true", help="run the compiled build/ tree")
     ap.add_argument("--once", action="store_true", help="never restart the VM")
