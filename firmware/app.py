@@ -8,39 +8,61 @@ from firmware import config as config_mod
 from firmware.admin import AdminServer
 from firmware.alarm import Alarm
 from firmware.camera_service import CameraService
-from firmware.commands import BadArgs, CommandError, Commands
+from firmware.commands import BadArgs, Commands
 from firmware.control import ControlServer
 from firmware.events import Bus
+from firmware.exposure import Exposure
+from firmware.internet import Internet
 from firmware.log import Log
+from firmware.management import Management
+from firmware.recovery import Recovery
 from firmware.stream import StreamServer
 from firmware.supervisor import Supervisor
+from firmware.telegram import Telegram
 from firmware.web import Listener
+from firmware.wifi import Wifi
 
 
 class App:
     def __init__(self, cfg):
         import camera
         import machine
+        import network
         self.cfg = cfg
-        self.machine = machine
         self.started = time.time()
         self.log = log = Log(cfg.log.lines)
-        self.bus = Bus(log)
+        self.bus = bus = Bus(log)
         self.commands = Commands(log)
-        self.sup = Supervisor(log)
-        self.cam = CameraService(camera, cfg.camera, log, self.bus, on_give_up=self.reboot_later)
-        self.stream = StreamServer(self.cam, cfg.http, log)
-        self.control = ControlServer(self.cam, cfg.http, log)
+        self.recovery = Recovery(machine, log)
+        self.sup = sup = Supervisor(log, cfg.watchdog.timeout_s, machine,
+                                    on_stall=self.recovery.note_stall)
+        self.wifi = Wifi(network, cfg.wifi, log, bus, self.recovery, beat=lambda: sup.beat('wifi'))
+        self.internet = Internet(cfg.internet, log, bus)
+        self.cam = CameraService(camera, cfg.camera, log, bus, beat=lambda: sup.beat('camera'),
+                                 on_give_up=lambda why: self.recovery.reboot_soon(why))
+        self.mgmt = Management(cfg, log, bus, self.commands, bind=cfg.http.bind,
+                               beat=lambda: sup.beat('lfcp'))
+        self.alarm = Alarm(self.cam, cfg.alarm, log, bus, internet=self.internet.check,
+                           management_configured=self.mgmt.enabled and bool(cfg.lfcp.servers))
+        self.telegram = Telegram(cfg, log, bus, self.commands, self.cam)
+        self.exposure = Exposure(cfg, log, notify=self.telegram.send_message, bus=bus)
+        self.stream = StreamServer(self.cam, cfg.http, log, guard=self.exposure.guard)
+        self.control = ControlServer(self.cam, cfg.http, log, guard=self.exposure.guard)
         self.admin = AdminServer(cfg.admin, self.commands, self.status, log)
-        self.alarm = Alarm(self.cam, cfg.alarm, log, self.bus, internet=None,
-                           management_configured=bool(cfg.lfcp.servers))
         self.listeners = []
+        log.sinks.append(self.mgmt.log_sink)
+        bus.on('alarm', self._alarm_to_management)
+        self.recovery.on_shutdown('upnp', self.exposure.shutdown)
         self._register()
+
+    def _alarm_to_management(self, ev):
+        self.mgmt.alarm('alarm_test' if ev.reason == 'test' else 'esp32_cam_motion_detected')
 
     # --- commands shared by HTTP, LFCP and Telegram ------------------------------------------
     def _register(self):
         c = self.commands
         cam = self.cam
+        rec = self.recovery
 
         async def camera_on(args):
             cam.turn_on()
@@ -51,7 +73,7 @@ class App:
             return 'camera off'
 
         async def reboot(args):
-            self.reboot_later('requested')
+            rec.reboot_soon('requested')
             return 'rebooting'
 
         async def sleep(args):
@@ -61,40 +83,27 @@ class App:
                 raise BadArgs('seconds must be an integer')
             if not 1 <= seconds <= 86400 * 7:
                 raise BadArgs('seconds must be 1..604800')
-            self.later(self._deepsleep, seconds)
+            rec.deepsleep_soon(seconds, 'requested')
             return 'sleeping for %d s' % seconds
 
         async def status(args):
-            s = self.status()
-            return 'camera %s, %d viewers, up %d s, heap free %d' % (
-                s['camera']['state'], s['stream']['viewers'], s['uptime_s'], s['heap_free'])
-
-        async def photo(args):
-            raise CommandError('Telegram is not configured')
+            gc.collect()
+            return '%s: camera %s, alarm %s, %d viewers, up %d s, heap free %d' % (
+                self.cfg.device.name, cam.state, self.alarm.state, len(self.stream.viewers),
+                time.time() - self.started, gc.mem_free())
 
         c.register('camera_on', camera_on, 'initialise the camera')
         c.register('camera_off', camera_off, 'de-initialise the camera (power saving)')
         c.register('reboot', reboot, 'restart the board')
         c.register('sleep', sleep, 'deep sleep for N seconds')
         c.register('status', status, 'one-line status')
-        c.register('photo', photo, 'send a photo to Telegram')
         c.register('arm', self.alarm.arm, 'arm the motion alarm')
         c.register('disarm', self.alarm.disarm, 'disarm the motion alarm')
         c.register('alarm_test', self.alarm.test, 'raise a test alarm')
-
-    def later(self, fn, *args):
-        """Run fn after a short delay, so the reply to the command gets out first."""
-        async def go():
-            await asyncio.sleep_ms(300)
-            fn(*args)
-        asyncio.create_task(go())
-
-    def reboot_later(self, why):
-        self.log.warn('reboot:', why)
-        self.later(self.machine.reset)
-
-    def _deepsleep(self, seconds):
-        self.machine.deepsleep(seconds * 1000)
+        c.register('photo', self.telegram.cmd_photo, 'send a photo to Telegram')
+        c.register('telegram_set', self.telegram.cmd_set, 'store the Telegram bot token and chat')
+        c.register('open', self.exposure.open, 'open a router port to the camera; replies the URL')
+        c.register('close', self.exposure.close, 'close the router port')
 
     # --- status of the whole device -----------------------------------------------------------
     def status(self):
@@ -103,10 +112,17 @@ class App:
             'device': self.cfg.device.name,
             'uptime_s': time.time() - self.started,
             'heap_free': gc.mem_free(), 'heap_used': gc.mem_alloc(),
+            'boot': self.recovery.status(),
             'camera': self.cam.status(),
             'stream': self.stream.status(),
             'alarm': self.alarm.status(),
+            'wifi': self.wifi.status(),
+            'internet': self.internet.status(),
+            'lfcp': self.mgmt.status(),
+            'telegram': self.telegram.status(),
+            'upnp': self.exposure.status(),
             'tasks': self.sup.status(),
+            'supervisor': self.sup.report(),
             'admin_denied': self.admin.denied,
             'log': [l[2] for l in self.log.tail(20)],
         }
@@ -114,10 +130,18 @@ class App:
     # --- run ------------------------------------------------------------------------------
     async def run(self):
         h = self.cfg.http
-        self.sup.spawn('camera', self.cam.run, critical=True)
-        self.sup.spawn('stream-reaper', self.stream.reap)
-        self.sup.spawn('motion', self.alarm.run, critical=True)
-        self.sup.spawn('auto-arm', self.alarm.auto_arm)
+        sup = self.sup
+        self.recovery.report()
+        sup.spawn('wifi', self.wifi.run, critical=True)
+        sup.spawn('camera', self.cam.run, critical=True)
+        sup.spawn('stream-reaper', self.stream.reap)
+        sup.spawn('motion', self.alarm.run)
+        sup.spawn('auto-arm', self.alarm.auto_arm)
+        sup.spawn('internet', self.internet.run)
+        sup.spawn('lfcp', self.mgmt.run, critical=self.mgmt.enabled)
+        sup.spawn('telegram-send', self.telegram.run_sender)
+        sup.spawn('telegram-poll', self.telegram.run_poller)
+        sup.spawn('upnp', self.exposure.run)
         for app, port in ((self.control.app, h.control_port), (self.stream.app, h.stream_port),
                           (self.admin.app, h.admin_port)):
             listener = Listener(app, h.bind, port, h.backlog, self.log)
@@ -127,6 +151,7 @@ class App:
             h.control_port, h.stream_port, h.admin_port))
         if not self.cfg.admin.password:
             self.log.warn('admin server disabled: set admin.password in config.json')
+        gc.collect()
         while True:
             await asyncio.sleep(3600)
 

@@ -44,8 +44,9 @@ SIZES = {
 
 
 class CameraService:
-    def __init__(self, driver, cfg, log, bus=None, on_give_up=None):
+    def __init__(self, driver, cfg, log, bus=None, on_give_up=None, beat=None):
         self.drv = driver
+        self.beat = beat or (lambda: None)   # progress for the watchdog, idle or busy
         self.cfg = cfg
         self.log = log
         self.bus = bus
@@ -177,16 +178,29 @@ class CameraService:
                 self._set(var, self.settings[var])
 
     # --- the capture loop ------------------------------------------------------------------
+    async def _idle(self):
+        """Wait for demand, waking every second to show the watchdog we are alive."""
+        self._wake.clear()
+        try:
+            await asyncio.wait_for_ms(self._wake.wait(), 1000)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _nap(self, seconds):
+        for _ in range(seconds):
+            await asyncio.sleep(1)
+            self.beat()
+
     async def run(self):
         backoff = 1
         last = time.ticks_ms()
         while True:
+            self.beat()
             if not self.wanted:
                 if self.state != 'off':
                     self.drv.deinit()
                     self._set_state('off')
-                self._wake.clear()
-                await self._wake.wait()
+                await self._idle()
                 continue
             if self.state != 'on':
                 try:
@@ -194,13 +208,12 @@ class CameraService:
                     self._set_state('on')
                 except (OSError, ValueError) as e:
                     self._failed('init failed: %s' % e)
-                    await asyncio.sleep(backoff)
+                    await self._nap(backoff)
                     backoff = min(backoff * 2, 30)
                     continue
             period = self.period_ms()
             if not period:
-                self._wake.clear()
-                await self._wake.wait()
+                await self._idle()
                 continue
             wait = time.ticks_diff(time.ticks_add(last, period), time.ticks_ms())
             if wait > 0:
@@ -217,7 +230,7 @@ class CameraService:
                 if self._failed('capture failed'):
                     self.drv.deinit()
                     self._set_state('failed')
-                    await asyncio.sleep(backoff)
+                    await self._nap(backoff)
                     backoff = min(backoff * 2, 30)
                 continue
             backoff = 1

@@ -111,7 +111,6 @@ class StreamServer:
         self.cam = cam
         self.cfg = cfg
         self.log = log
-        self.guard = guard          # optional fn(request) -> error Response or None
         self.viewers = []
         self.served = 0             # frames delivered by viewers that left
         self.refused = 0
@@ -119,6 +118,11 @@ class StreamServer:
                         MJPG_BOUNDARY: PartHeaders(cam, MJPG_BOUNDARY)}
         self.app = app = Microdot()
         web.common(app, log)
+
+        if guard:
+            @app.before_request
+            async def check(req):
+                return guard(req)
 
         @app.route('/stream')
         async def stream(req):
@@ -136,10 +140,6 @@ class StreamServer:
             return web.error(400, 'unknown action %r: use stream or snapshot' % action)
 
     def start(self, req, boundary):
-        if self.guard:
-            refused = self.guard(req)
-            if refused:
-                return refused
         if self.cam.state == 'off':
             return web.error(503, 'camera is off')
         if len(self.viewers) >= self.cfg.max_viewers:
