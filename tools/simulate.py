@@ -146,7 +146,7 @@ class Board:
     def env(self):
         e = dict(os.environ)
         if self.mpy:
-            path = [SIM, ".frozen", os.path.join(REPO, "build", "lib"), os.path.join(REPO, "build")]
+            path = [SIM, ".frozen", os.path.join(REPO, "build", "x64", "lib"), os.path.join(REPO, "build", "x64")]
         else:
             path = [SIM, ".frozen", os.path.join(REPO, "lib"), REPO]
         e["MICROPYPATH"] = ":".join(path)
