@@ -4,7 +4,6 @@ import gc
 import sys
 import time
 
-from firmware import config as config_mod
 from firmware.admin import AdminServer
 from firmware.alarm import Alarm
 from firmware.camera_service import CameraService
@@ -156,14 +155,23 @@ class App:
             await asyncio.sleep(3600)
 
 
-def main(path='config.json'):
+def load_config(path):
+    """Validate config.json, then drop the schema and its checks from the heap (~20 KB)."""
+    import firmware
+    from firmware import config
     try:
-        cfg = config_mod.load(path)
-    except config_mod.ConfigError as e:
+        cfg = config.load(path)
+    except config.ConfigError as e:
         print(str(e))
         print('config refused: fix config.json and restart')
         sys.exit(1)
-    config_mod.SCHEMA = None    # ~15 KB of heap: validation is done, the values live in cfg
+    del sys.modules['firmware.config']
+    del firmware.config
+    return cfg
+
+
+def main(path='config.json'):
+    cfg = load_config(path)
     gc.collect()
     app = App(cfg)
     asyncio.run(app.run())

@@ -11,7 +11,7 @@ failures in a row the board is rebooted through `on_give_up`.
 import asyncio
 import time
 
-from firmware.config import FRAMESIZES
+from firmware.settings import FRAMESIZES
 
 # CameraWebServer's /status keys with the driver setter that applies each (None: accepted and
 # reported, but micropython-camera-driver has no setter for it).

@@ -7,8 +7,7 @@ needs them stays off until they are set.
 """
 import json
 
-FRAMESIZES = ('96X96', 'QQVGA', 'QCIF', 'HQVGA', '240X240', 'QVGA', 'CIF', 'HVGA', 'VGA', 'SVGA',
-              'XGA', 'HD', 'SXGA', 'UXGA')
+from firmware.settings import FRAMESIZES, Section
 
 # key: (type, default, check). check is (lo, hi) for ints, a tuple of choices for strs,
 # a callable returning an error text or None, or None.
@@ -152,22 +151,13 @@ class ConfigError(ValueError):
     pass
 
 
-class Section:
-    """Attribute access to one validated section: cfg.camera.quality."""
+def Config(data):
+    """The validated values as plain attribute objects: cfg.camera.quality.
 
-    def __init__(self, values):
-        for k in values:
-            setattr(self, k, values[k])
-
-    def get(self, key, default=None):
-        return getattr(self, key, default)
-
-
-class Config:
-    def __init__(self, data):
-        self.raw = data
-        for name, spec in SCHEMA.items():
-            setattr(self, name, Section(section(data, name)))
+    They are built from firmware.settings, not from classes of this module, so that once the
+    firmware has its config it can drop this module, its schema and its checks from the heap.
+    """
+    return Section(dict((name, Section(section(data, name))) for name in SCHEMA))
 
 
 def _check_value(path, spec, value):
