@@ -1,4 +1,7 @@
-"""Make the simulator's config.json once, with a random admin password, and say how to log in.
+"""Make the simulator's config.json once, with random passwords, and say how to log in.
+
+The simulated "Internet" is the board's own control port on loopback: the simulator never sends
+anything off this machine, and auto-arm still sees an Internet that answers.
 
 The firmware has no default password; the simulator's flash gets a fresh one so that the admin
 server works out of the box and nobody's copy shares a password with anybody else's.
@@ -17,6 +20,7 @@ def main(flash):
         with open(os.path.join(ROOT, 'tools', 'sim', 'config.sim.json')) as f:
             cfg = json.load(f)
         cfg.setdefault('admin', {})['password'] = secrets.token_urlsafe(9)
+        cfg.setdefault('wifi', {})['ap_password'] = secrets.token_urlsafe(9)
         os.makedirs(flash, exist_ok=True)
         with open(path, 'w') as f:
             json.dump(cfg, f, indent=2)
