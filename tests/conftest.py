@@ -89,7 +89,11 @@ def firmware(tmp_path):
             'admin': {'user': ADMIN[0], 'password': ADMIN[1]},
             'camera': {'framesize': 'VGA'},
             'wifi': {'ap_password': 'test-ap-pass', 'upstream': [{'ssid': 'home', 'password': 'home-pass-1'}]},
+            # Nothing a test starts may send off this machine: no Internet probe, discovery
+            # and Telegram on loopback unless the test points them at its own peers.
             'internet': {'probe': []},
+            'upnp': {'ssdp': '127.0.0.1:%d' % free_port()},
+            'telegram': {'api_url': 'https://127.0.0.1:%d' % free_port()},
         }
         merge(cfg, overrides)
         flash = tmp_path / name
