@@ -71,7 +71,7 @@ SCHEMA = {
     'camera': {
         'framesize': (str, 'VGA', FRAMESIZES),
         'quality': (int, 12, (10, 63)),
-        'max_fps': (int, 25, (1, 200)),
+        'max_fps': (int, 25, (1, 1000)),
         'vflip': (int, 0, (0, 1)),
         'hmirror': (int, 0, (0, 1)),
         'brightness': (int, 0, (-2, 2)),

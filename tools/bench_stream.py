@@ -159,7 +159,7 @@ def main():
     print('  heap in use after GC, 4 viewers at VGA: %d bytes (free %d)' % (st4['heap_used'], st4['heap_free']))
 
     # 2) unpaced: sensor as fast as it goes, one viewer, ratio to the bare loop
-    b, ports = firmware(os.path.join(tmp, 'fw2'), 'VGA', 200, sensor_fps=1000)
+    b, ports = firmware(os.path.join(tmp, 'fw2'), 'VGA', 1000, sensor_fps=1000)
     p, bport = bare(os.path.join(tmp, 'bare2'), 'VGA', 1000)
     try:
         viewers(ports[1], '/stream', 1, 1)

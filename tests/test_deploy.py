@@ -1,0 +1,36 @@
+"""make build compiles for the ESP32; make deploy DRY_RUN=1 shows exactly what goes to the board."""
+import os
+import subprocess
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_build_for_the_esp32_target():
+    r = subprocess.run(['make', '-s', 'build'], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = os.path.join(ROOT, 'build', 'esp32')
+    for name in os.listdir(os.path.join(ROOT, 'firmware')):
+        if name.endswith('.py'):
+            mpy = os.path.join(out, 'firmware', name[:-3] + '.mpy')
+            assert os.path.exists(mpy), mpy
+    with open(os.path.join(out, 'firmware', 'jpeg_luma.mpy'), 'rb') as f:
+        head = f.read(4)
+    # .mpy header: 'M', version, then the native arch in the top six bits (xtensawin = 10):
+    # the viper code really was built for the ESP32
+    assert head[0] == ord('M') and head[2] >> 2 == 10, head
+    assert os.path.exists(os.path.join(out, 'firmware', 'www', 'control.html'))
+    assert os.path.exists(os.path.join(out, 'lib', 'microdot', 'microdot.mpy'))
+
+
+def test_deploy_dry_run_lists_the_mpremote_commands():
+    r = subprocess.run(['make', '-s', 'deploy', 'DRY_RUN=1', 'PORT=/dev/ttyUSB7'], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = [l for l in r.stdout.splitlines() if l.startswith('mpremote')]
+    c = 'mpremote connect /dev/ttyUSB7 '
+    expected = [c + 'fs cp -r build/esp32/firmware :', c + 'fs cp -r build/esp32/lib :',
+                c + 'fs cp build/esp32/boot.py :boot.py', c + 'fs cp build/esp32/main.py :main.py']
+    if os.path.exists(os.path.join(ROOT, 'config.json')):
+        expected.append(c + 'fs cp config.json :config.json')
+    expected.append(c + 'reset')
+    assert lines == expected
