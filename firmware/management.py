@@ -124,11 +124,13 @@ class Management:
         self._buckets = {}
         self.armed = False
         self.up = None
+        self.uplink = None  # False while Wi-Fi has no upstream: heartbeats wait for it
         self.started = time.ticks_ms()
         self.rejected = dict((k, 0) for k in REJECTS)
         self.stats = {'sent': 0, 'received': 0, 'commands': 0, 'duplicates': 0,
                       'send_errors': 0, 'errors': 0, 'logs_dropped': 0}
         bus.on('armed', self._on_armed)
+        bus.on('uplink', self._on_uplink)
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -206,7 +208,7 @@ class Management:
         while True:
             try:
                 now = time.ticks_ms()
-                for s in self.servers:
+                for s in self.servers if self.uplink is not False else ():
                     if s.addr is None or (s.state == 'unreachable'
                                           and time.ticks_diff(now, s.resolved) > 300000):
                         self._resolve(s, now)
@@ -563,6 +565,17 @@ class Management:
             self._in_sink = False
 
     # --- state ------------------------------------------------------------------------------
+
+    def _on_uplink(self, up):
+        """On a new uplink every server hears from us at once, re-resolved (the new network may
+        have another DNS): the heartbeat re-opens the NAT mapping its commands come back through."""
+        self.uplink = up
+        if up:
+            now = time.ticks_ms()
+            for s in self.servers:
+                s.addr = None
+                s.retry = 0
+                s.next_hb = now
 
     def _on_armed(self, state, *reason):
         self.armed = bool(state) and state != 'disarmed'  # 'armed', 'auto-armed', True, ...
