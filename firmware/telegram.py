@@ -133,6 +133,7 @@ class Telegram:
         self.boundary = 'esp32cam' + ''.join('%02x' % b for b in os.urandom(12))
         if bus:
             bus.on('alarm', self.send_alarm)
+            bus.on('armed', self.send_armed)
 
     def _tls(self, ca_file):
         if not self.api.startswith('https://'):
@@ -157,6 +158,12 @@ class Telegram:
             return
         self._push(Item(ALARM, jpeg=event.frame, when=event.time, reason=event.reason,
                         score=event.score))
+
+    def send_armed(self, state, why=''):
+        """Bus handler for 'armed': tell the chats when the alarm changed by itself (auto-arm,
+        management back); a commanded change is answered where the command came from."""
+        if why != 'command' and self.configured():
+            self.send_message('%s: alarm %s (%s)' % (self.name, state, why))
 
     def send_photo(self, reason='request', chat=None):
         """Queue a fresh snapshot (taken when its turn comes) for `chat` or every chat."""
