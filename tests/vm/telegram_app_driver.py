@@ -1,5 +1,5 @@
 # VM driver for tools/bench_telegram.py: the lead's App (camera service, stream, control and admin
-# servers on the simulated board) with the Telegram service wired in as docs/telegram.md says,
+# servers on the simulated board) with its Telegram service (wired here if app.py does not),
 # plus a JSON-line control port (argv[1]) to trigger alarms and read heap figures.
 import asyncio
 import gc
@@ -25,9 +25,12 @@ class Event:
 def main():
     cfg = config.load('config.json')
     app = App(cfg)
-    tg = Telegram(cfg, app.log, app.bus, app.commands, app.cam)
-    app.commands.register('photo', tg.cmd_photo, 'send a photo to Telegram')
-    app.commands.register('telegram_set', tg.cmd_set, 'set the Telegram token and chat')
+    tg = getattr(app, 'telegram', None)  # app.py wires it now; before that, the driver did
+    own = tg is None
+    if own:
+        tg = Telegram(cfg, app.log, app.bus, app.commands, app.cam)
+        app.commands.register('photo', tg.cmd_photo, 'send a photo to Telegram')
+        app.commands.register('telegram_set', tg.cmd_set, 'set the Telegram token and chat')
     peak = [0]
 
     async def sample():  # heap in use (live + garbage not yet collected), sampled every 2 ms
@@ -68,8 +71,9 @@ def main():
         await w.wait_closed()
 
     async def run():
-        app.sup.spawn('telegram-send', tg.run_sender)
-        app.sup.spawn('telegram-poll', tg.run_poller)
+        if own:
+            app.sup.spawn('telegram-send', tg.run_sender)
+            app.sup.spawn('telegram-poll', tg.run_poller)
         asyncio.create_task(sample())
         await asyncio.start_server(client, '127.0.0.1', int(sys.argv[1]))
         await app.run()
