@@ -9,6 +9,7 @@ that time. A failed capture or init is retried with deinit/init and backoff; aft
 failures in a row the board is rebooted through `on_give_up`.
 """
 import asyncio
+import gc
 import time
 
 from firmware.settings import FRAMESIZES
@@ -65,6 +66,7 @@ class CameraService:
         self.viewers = 0           # consumers that want every frame at max_fps
         self.needs = {}            # name -> fps, low-rate consumers (motion detection)
         self._oneshot = 0          # snapshots waiting for a fresh frame
+        self._waiters = 0          # consumers ready for the next frame right now
         self._wake = asyncio.Event()
         self._frame_ev = asyncio.Event()
         self.stats = {'captures': 0, 'failed': 0, 'inits': 0, 'restarts': 0}
@@ -103,8 +105,14 @@ class CameraService:
 
     async def next_frame(self, after):
         """Wait for a frame newer than number `after`; returns its number (frame in .frame)."""
-        while self.seq <= after or self.frame is None:
-            await self._frame_ev.wait()
+        self._waiters += 1
+        if self._waiters == 1:
+            self._wake.set()
+        try:
+            while self.seq <= after or self.frame is None:
+                await self._frame_ev.wait()
+        finally:
+            self._waiters -= 1
         return self.seq
 
     async def snapshot(self, timeout_ms=5000):
@@ -215,6 +223,11 @@ class CameraService:
             if not period:
                 await self._idle()
                 continue
+            if not self._waiters:
+                # Every consumer is still busy with the last frame (a viewer sending, say):
+                # a capture now would be thrown away, so wait until one is ready.
+                await self._idle()
+                continue
             wait = time.ticks_diff(time.ticks_add(last, period), time.ticks_ms())
             if wait > 0:
                 # Short naps, so a viewer joining a slow detector is served at once.
@@ -224,10 +237,18 @@ class CameraService:
             # capture() blocks the VM, so nobody can look at .frame meanwhile: let go of the old
             # frame first, so that unless a viewer still sends it, its block can hold the new one.
             self.frame = None
-            frame = self.drv.capture()
+            why = 'capture failed'
+            try:
+                frame = self.drv.capture()
+            except MemoryError:
+                # No block for the frame in a fragmented heap: a failed capture, not a dead task
+                # (a task restart backs off for up to a minute); N in a row reboot the board.
+                frame = None
+                why = 'capture: no memory for the frame'
+                gc.collect()
             if not frame:
                 self.stats['failed'] += 1
-                if self._failed('capture failed'):
+                if self._failed(why):
                     self.drv.deinit()
                     self._set_state('failed')
                     await self._nap(backoff)
