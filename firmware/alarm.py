@@ -11,6 +11,7 @@ import asyncio
 import time
 
 from firmware import store
+from firmware.commands import CommandError
 
 STATE_FILE = 'alarm.json'
 
@@ -88,7 +89,10 @@ class Alarm:
         return 'alarm disarmed'
 
     async def test(self, args):
-        frame = await self.cam.snapshot()
+        try:
+            frame = await self.cam.snapshot()
+        except OSError as e:  # camera off or failing: the caller's answer, not a crash
+            raise CommandError('no test alarm: %s' % (e.args[0] if e.args else 'camera unavailable'))
         self._raise(AlarmEvent('test', 0, frame))
         return 'test alarm raised'
 

@@ -95,6 +95,9 @@ class Viewer:
             # microdot then closes the socket.
             await self.aclose()
             raise StopAsyncIteration
+        except Exception:
+            await self.aclose()  # whatever went wrong, the viewer's slot is freed
+            raise
         self.sent += 1
         return b''
 
@@ -146,7 +149,8 @@ class StreamServer:
             self.refused += 1
             return web.error(503, 'too many viewers (%d), try again later' % self.cfg.max_viewers,
                              {'Retry-After': '5'})
-        body = Viewer(self, req.stream, self.headers[boundary])
+        # the connection itself: req.stream is the request body once microdot has read one
+        body = Viewer(self, req.sock[1], self.headers[boundary])
         return Response(body, headers={
             'Content-Type': 'multipart/x-mixed-replace;boundary=' + boundary.decode(),
             'Access-Control-Allow-Origin': '*',
