@@ -386,9 +386,9 @@ class Management:
             if not auth:
                 return None, 'auth_required'
             token, chat = f[2], f[3]
-            self.log.secret(token)
             if token == '0' or ':' not in token:
-                return None, 'bad_token'
+                return None, 'bad_token'  # not a token: masking it would garble every log line
+            self.log.secret(token)
             try:
                 return {'token': token, 'chat_id': int(chat)}, None
             except ValueError:

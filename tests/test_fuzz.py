@@ -103,3 +103,16 @@ def test_alarm_test_with_the_camera_off_is_refused_not_crashed(firmware):
     assert 'crashed' not in dev.console()
     assert dev.admin('camera_on')[0] == 200
     wait(lambda: dev.admin('alarm_test')[0] == 200, 15, 'test alarm with the camera on')
+
+
+def test_a_bad_tlgc_token_is_not_masked_in_every_later_line(target):
+    """Found by the fuzzer: TLGC registered whatever came in p2 as a secret before checking it,
+    so a TLGC with the device's name as 'token' turned the name into *** in every later log line,
+    LOG and STAT (and each distinct bad token grew the list of secrets)."""
+    dev, fz, servers, srv = target
+    cid = str(fz.seqs.fresh())
+    fz.udp.sendto(bf.lfcp.encode(bf.NAME, 'TLGC', (bf.NAME, '42', 0, 0, 0, cid), fz.seqs.fresh(),
+                                 fz.key), ('127.0.0.1', fz.lfcp_port))
+    wait(lambda: fz.drain() or fz.answers.get('ERR-bad_token'), 10, 'ERR bad_token')
+    stat = fz.direct_stat()
+    assert stat and stat.startswith(bf.NAME + ':'), stat
