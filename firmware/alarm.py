@@ -92,7 +92,7 @@ class Alarm:
         try:
             frame = await self.cam.snapshot()
         except OSError as e:  # camera off or failing: the caller's answer, not a crash
-            raise CommandError('no test alarm: %s' % (e.args[0] if e.args else 'camera unavailable'))
+            raise CommandError('no test alarm: %s' % (e.args[0] if e.args else 'no camera'))
         self._raise(AlarmEvent('test', 0, frame))
         return 'test alarm raised'
 

@@ -1,6 +1,7 @@
 """Fuzz the running firmware: LFCP datagrams at its UDP port, HTTP requests at its three servers.
 
-    python tools/bench_fuzz.py [--lfcp 20000] [--http 20000] [--heapsize 512K] [--seed 1]
+    python tools/bench_fuzz.py [--lfcp 20000] [--http 20000] [--rounds 4] [--heapsize 512K]
+                               [--seed 1]
 
 The whole firmware runs on the MicroPython VM (tools/simulate.py Board) with a reference LFCP
 server on loopback. hypothesis generates the inputs: binary and CSV-ish datagrams, near-valid
@@ -20,11 +21,9 @@ import argparse
 import base64
 import json
 import os
-import random
 import socket
 import sys
 import tempfile
-import threading
 import time
 import urllib.parse
 
@@ -589,6 +588,7 @@ def main(argv=None):
     ap.add_argument('--lfcp', type=int, default=20000, help='LFCP datagrams')
     ap.add_argument('--http', type=int, default=20000, help='HTTP requests, split over 3 ports')
     ap.add_argument('--heapsize', default='512K', help='VM heap (0 = the VM default)')
+    ap.add_argument('--rounds', type=int, default=4, help='rounds (heap measured after each)')
     ap.add_argument('--seed', type=int, default=None, help='derandomized run')
     ap.add_argument('--keep', action='store_true', help='keep the flash dir')
     a = ap.parse_args(argv)
@@ -596,8 +596,6 @@ def main(argv=None):
     from simulate import Board
     from vm.lfcp_harness import Servers
 
-    if a.seed is not None:
-        random.seed(a.seed)
     flash = tempfile.mkdtemp(prefix='fuzz-flash-')
     ports = {'control_port': _free(socket.SOCK_STREAM), 'stream_port': _free(socket.SOCK_STREAM),
              'admin_port': _free(socket.SOCK_STREAM)}
@@ -620,18 +618,24 @@ def main(argv=None):
         pid = board.pid
         time.sleep(1)
         fd0 = fd_count(pid)
-        timings = {}
-        t0 = time.monotonic()
-        fz.lfcp(a.lfcp)
-        timings['lfcp'] = time.monotonic() - t0
-        for kind in ('control', 'stream', 'admin'):
+        heap0 = fz.status()['heap_free']
+        timings = dict((k, 0.0) for k in ('lfcp', 'control', 'stream', 'admin'))
+        heaps = []
+        for _ in range(a.rounds):  # heap after each round: a leak shows as a trend
             t0 = time.monotonic()
-            fz.http(kind, a.http // 3)
-            timings[kind] = time.monotonic() - t0
+            fz.lfcp(a.lfcp // a.rounds)
+            timings['lfcp'] += time.monotonic() - t0
+            for kind in ('control', 'stream', 'admin'):
+                t0 = time.monotonic()
+                fz.http(kind, a.http // 3 // a.rounds)
+                timings[kind] += time.monotonic() - t0
+            heaps.append(fz.status()['heap_free'])
         fails, figures = fz.survived(fd0, pid, lambda: fd_count(pid))
         if board.pid != pid or board.boots != 1:
             fails.append('the VM restarted: boots %d, exit codes %r' % (board.boots,
                                                                          board.exit_codes))
+        figures['heap_free before'] = heap0
+        figures['heap_free after each round'] = heaps
         hb = servers.device(srv, NAME)
         figures['heartbeats at the server'] = hb.heartbeats if hb else 0
         if not hb or not hb.reachable(10):
