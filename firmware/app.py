@@ -18,7 +18,7 @@ from firmware.recovery import Recovery
 from firmware.stream import StreamServer
 from firmware.supervisor import Supervisor
 from firmware.telegram import Telegram
-from firmware.web import Listener
+from firmware.web import Listener, quiet
 from firmware.wifi import Wifi
 
 
@@ -49,6 +49,7 @@ class App:
         self.control = ControlServer(self.cam, cfg.http, log, guard=self.exposure.guard)
         self.admin = AdminServer(cfg.admin, self.commands, self.status, log)
         self.listeners = []
+        quiet(log)
         log.sinks.append(self.mgmt.log_sink)
         bus.on('alarm', self._alarm_to_management)
         self.recovery.on_shutdown('upnp', self.exposure.shutdown)

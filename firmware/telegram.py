@@ -196,9 +196,9 @@ class Telegram:
         if not isinstance(token, str):
             raise BadArgs('token must be a string')
         token = token.strip()
-        self.log.secret(token)  # before any line could carry it
         if not valid_token(token):
             raise BadArgs('token: expected <bot id>:<secret> as BotFather gives it')
+        self.log.secret(token)  # valid: masked from now on, before any line could carry it
         try:
             chats = parse_chats(chats)
         except ValueError as e:

@@ -7,6 +7,7 @@ app, closing the socket whatever the handler raised.
 """
 import asyncio
 
+import microdot.microdot as _microdot
 from microdot import Request, Response
 
 # One set of request limits for every app in the process (microdot keeps them per class).
@@ -89,6 +90,12 @@ async def snapshot(cam, filename):
          'Cache-Control': 'no-store'}
     h.update(CORS)
     return Response(frame, 200, h)
+
+
+def quiet(log):
+    """microdot prints a whole traceback for every request it cannot parse; one line will do
+    (a fuzzer or a port scanner would otherwise flood the serial console)."""
+    _microdot.print_exception = lambda e: log.warn('http: bad request:', repr(e))
 
 
 class Listener:
