@@ -131,8 +131,10 @@ class Telegram:
         self._flushed = asyncio.Event()
         self.timeouts = {'photo': 30, 'message': 15}  # seconds per phase (connect, send, receive)
         self.boundary = 'esp32cam' + ''.join('%02x' % b for b in os.urandom(12))
+        self.backoff_until = None  # not_before set by a backoff (not by a 429)
         if bus:
             bus.on('alarm', self.send_alarm)
+            bus.on('uplink', self._on_uplink)
             bus.on('armed', self.send_armed)
 
     def _tls(self, ca_file):
@@ -308,6 +310,18 @@ class Telegram:
             return 'auth', 0, desc
         return 'drop', 0, desc
 
+    def _on_uplink(self, up):
+        """The uplink is back: retry now rather than sit out a backoff that the outage caused
+        (a wait that Telegram asked for with 429 still holds)."""
+        if not up:
+            return
+        self.delay = 1
+        self.poll_delay = 1
+        if self.backoff_until is not None and self.not_before == self.backoff_until:
+            self.not_before = time.ticks_ms()
+        self.backoff_until = None
+        self._wake.set()
+
     def _wait_429(self, seconds):
         until = time.ticks_add(time.ticks_ms(), seconds * 1000)
         if time.ticks_diff(until, self.not_before) > 0:
@@ -417,6 +431,7 @@ class Telegram:
                     self.stats['retries'] += 1
                     self._wait_429(after or self.delay)
                     if not after:
+                        self.backoff_until = self.not_before
                         self.delay = min(self.delay * 2, BACKOFF_MAX_S)
                 self.queue.insert(0, item)  # retried first within its priority
                 return
