@@ -12,19 +12,10 @@ from microdot import Microdot, Response
 
 from firmware import web
 from firmware.commands import BadArgs, CommandError
+from firmware.secret import same
 
 ACTIONS = ('reboot', 'camera_off', 'camera_on', 'sleep', 'arm', 'disarm', 'photo', 'alarm_test',
            'telegram_set', 'open', 'close')
-
-
-def same(a, b):
-    """Compare secrets in time independent of where they differ."""
-    if len(a) != len(b):
-        return False
-    d = 0
-    for i in range(len(a)):
-        d |= ord(a[i]) ^ ord(b[i])
-    return d == 0
 
 
 class AdminServer:

@@ -13,15 +13,9 @@ class ControlServer:
     def __init__(self, cam, http_cfg, log, guard=None):
         self.cam = cam
         self.log = log
-        self.guard = guard
         self.ports = {'stream': http_cfg.stream_port, 'admin': http_cfg.admin_port}
         self.app = app = Microdot()
-        web.common(app, log)
-
-        if guard:
-            @app.before_request
-            async def check(req):
-                return guard(req)
+        web.common(app, log, guard)
 
         @app.route('/')
         async def index(req):

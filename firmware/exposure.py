@@ -17,6 +17,7 @@ from firmware import store
 from firmware import upnp
 from firmware.commands import CommandError
 from firmware.http_client import request
+from firmware.secret import same
 
 PATHS = {'stream': '/stream', 'control': '/'}
 COOKIE = 'camkey'
@@ -55,16 +56,6 @@ def first_ipv4(text):
             i = j
         i += 1
     return None
-
-
-def same(a, b):
-    """Compare secrets in a time that does not depend on where they differ."""
-    if len(a) != len(b):
-        return False
-    d = 0
-    for i in range(len(a)):
-        d |= ord(a[i]) ^ ord(b[i])
-    return d == 0
 
 
 def param(text, name, sep='&'):

@@ -120,12 +120,7 @@ class StreamServer:
         self.headers = {CWS_BOUNDARY: PartHeaders(cam, CWS_BOUNDARY),
                         MJPG_BOUNDARY: PartHeaders(cam, MJPG_BOUNDARY)}
         self.app = app = Microdot()
-        web.common(app, log)
-
-        if guard:
-            @app.before_request
-            async def check(req):
-                return guard(req)
+        web.common(app, log, guard)
 
         @app.route('/stream')
         async def stream(req):

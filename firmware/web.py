@@ -43,8 +43,14 @@ def redirect(location):
     return Response('', 302, {'Location': location})
 
 
-def common(app, log):
-    """Clear, plain-text errors and the CORS header, the way CameraWebServer answers."""
+def common(app, log, guard=None):
+    """Clear, plain-text errors and the CORS header, the way CameraWebServer answers; `guard`
+    (request -> refusal or None) runs before every route, e.g. the key of an exposed server."""
+
+    if guard:
+        @app.before_request
+        async def check(req):
+            return guard(req)
 
     @app.errorhandler(404)
     async def not_found(req):

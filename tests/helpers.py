@@ -85,3 +85,33 @@ class MjpegReader:
 
     def close(self):
         self.sock.close()
+
+
+def first_frames(port, n=8):
+    """Seconds until each of n viewers that connect at the same instant has its first JPEG."""
+    socks = []
+    t0 = time.monotonic()
+    for _ in range(n):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(('127.0.0.1', port))
+        socks.append(s)
+    times = []
+    for s in socks:
+        s.setblocking(True)
+        s.settimeout(10)
+        s.sendall(b'GET /stream HTTP/1.1\r\n\r\n')
+    for s in socks:
+        buf = b''
+        try:
+            while b'\xff\xd8' not in buf:
+                data = s.recv(65536)
+                if not data:
+                    raise OSError('closed before a frame: %r' % buf[:120])
+                buf += data
+            times.append(time.monotonic() - t0)
+        except OSError as e:
+            print('  burst viewer failed:', e)
+            times.append(float('inf'))
+        s.close()
+    return times

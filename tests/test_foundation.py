@@ -8,7 +8,7 @@ import time
 
 from PIL import Image
 
-from helpers import MjpegReader
+from helpers import MjpegReader, first_frames
 
 CWS_KEYS = ('framesize', 'quality', 'brightness', 'contrast', 'saturation', 'sharpness',
             'special_effect', 'wb_mode', 'awb', 'awb_gain', 'aec', 'aec2', 'ae_level', 'aec_value',
@@ -206,23 +206,7 @@ def test_burst_of_eight_viewers_all_served_promptly(firmware):
     dev = firmware({'camera': {'framesize': 'QVGA'}})
     port = dev.ports['stream']
     MjpegReader(port).close()
-    socks, t0 = [], time.monotonic()
-    for _ in range(8):
-        s = socket.socket()
-        s.setblocking(False)
-        s.connect_ex(('127.0.0.1', port))
-        socks.append(s)
-    firsts = []
-    for s in socks:
-        s.setblocking(True)
-        s.settimeout(10)
-        s.sendall(b'GET /stream HTTP/1.1\r\n\r\n')
-    for s in socks:
-        buf = b''
-        while b'\xff\xd8' not in buf:
-            buf += s.recv(65536)
-        firsts.append(time.monotonic() - t0)
-        s.close()
+    firsts = first_frames(port, 8)
     assert max(firsts) < 0.9, firsts   # no viewer waited for a SYN retransmission
 
 

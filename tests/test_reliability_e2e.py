@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from e2e_peers import ProbeTarget
 from helpers import MjpegReader, free_port
 from vm.lfcp_harness import KEY, Servers
 
@@ -44,39 +45,10 @@ def ap(ssid, password, up=True):
     return {'ssid': ssid, 'password': password, 'up': up}
 
 
-class Listener:
-    """A TCP listener playing the Internet hosts of the probe; counts the connections."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(('127.0.0.1', 0))
-        self.sock.listen(8)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.connections = 0
-        self.running = True
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self):
-        while self.running:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                continue
-            self.connections += 1
-            c.close()
-
-    def stop(self):
-        self.running = False
-        self.thread.join(2)
-        self.sock.close()
-
-
 @pytest.fixture
 def peers():
     srv = Servers()
-    net = Listener()
+    net = ProbeTarget()
     yield srv, net
     net.stop()
     srv.close()

@@ -17,7 +17,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path[:0] = [HERE, os.path.join(ROOT, 'tests')]
 
-from helpers import MjpegReader, free_port, wait_port  # noqa: E402
+from helpers import MjpegReader, first_frames, free_port, wait_port  # noqa: E402
 from simulate import Board  # noqa: E402
 
 SECONDS = float(os.environ.get('BENCH_SECONDS', '5'))
@@ -117,30 +117,6 @@ def measure(pid, port, path, n, seconds, count_captures=None):
     total = sum(counts)
     return {'fps': [c / seconds for c in counts], 'frames': total, 'cpu_per_frame_ms': 1000 * cpu / max(total, 1),
             'captures': caps}
-
-
-def first_frames(port, n=8):
-    """Seconds until each of n viewers that connect at the same instant has its first JPEG."""
-    import socket
-    socks = []
-    t0 = time.monotonic()
-    for _ in range(n):
-        s = socket.socket()
-        s.setblocking(False)
-        s.connect_ex(('127.0.0.1', port))
-        socks.append(s)
-    times = []
-    for s in socks:
-        s.setblocking(True)
-        s.settimeout(10)
-        s.sendall(b'GET /stream HTTP/1.1\r\n\r\n')
-    for s in socks:
-        buf = b''
-        while b'\xff\xd8' not in buf:
-            buf += s.recv(65536)
-        times.append(time.monotonic() - t0)
-        s.close()
-    return times
 
 
 def table(title, head, rows):
