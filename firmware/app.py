@@ -1,28 +1,37 @@
 """The composition root: the only module that knows every service and wires them together."""
 import asyncio
 import gc
+import os
 import sys
 import time
 
 from firmware.admin import AdminServer
 from firmware.alarm import Alarm
 from firmware.camera_service import CameraService
-from firmware.commands import BadArgs, Commands
+from firmware.commands import BadArgs, CommandError, Commands
 from firmware.control import ControlServer
 from firmware.events import Bus
-from firmware.exposure import Exposure
 from firmware.internet import Internet
 from firmware.log import Log
-from firmware.management import Management
 from firmware.recovery import Recovery
 from firmware.stream import StreamServer
 from firmware.supervisor import Supervisor
-from firmware.telegram import Telegram
 from firmware.web import Listener, quiet
 from firmware.wifi import Wifi
 
 
+def exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
 class App:
+    """LFCP, Telegram and UPnP load only when configured or first used: a feature that is off
+    costs no heap (together ~80 KB of the ESP32's)."""
+
     def __init__(self, cfg):
         import camera
         import machine
@@ -39,21 +48,57 @@ class App:
         self.internet = Internet(cfg.internet, log, bus)
         self.cam = CameraService(camera, cfg.camera, log, bus, beat=lambda: sup.beat('camera'),
                                  on_give_up=lambda why: self.recovery.reboot_soon(why))
-        self.mgmt = Management(cfg, log, bus, self.commands, bind=cfg.http.bind,
-                               beat=lambda: sup.beat('lfcp'))
+        self.running = False        # True once run() has spawned the tasks
+        self.mgmt = None
+        if cfg.lfcp.key or cfg.lfcp.legacy:
+            from firmware.management import Management
+            self.mgmt = Management(cfg, log, bus, self.commands, bind=cfg.http.bind,
+                                   beat=lambda: sup.beat('lfcp'))
+            log.sinks.append(self.mgmt.log_sink)
+            bus.on('alarm', self._alarm_to_management)
         self.alarm = Alarm(self.cam, cfg.alarm, log, bus, internet=self.internet.check,
-                           management_configured=self.mgmt.enabled and bool(cfg.lfcp.servers))
-        self.telegram = Telegram(cfg, log, bus, self.commands, self.cam)
-        self.exposure = Exposure(cfg, log, notify=self.telegram.send_message, bus=bus)
-        self.stream = StreamServer(self.cam, cfg.http, log, guard=self.exposure.guard)
-        self.control = ControlServer(self.cam, cfg.http, log, guard=self.exposure.guard)
+                           management_configured=self.mgmt is not None and bool(cfg.lfcp.servers))
+        self.telegram = None
+        if cfg.telegram.token or exists('telegram.json'):
+            self._telegram()
+        self.exposure = None
+        if exists('upnp.json'):     # a port may be left open on the router: clean up at boot
+            self._exposure()
+        self.stream = StreamServer(self.cam, cfg.http, log, guard=self._guard)
+        self.control = ControlServer(self.cam, cfg.http, log, guard=self._guard)
         self.admin = AdminServer(cfg.admin, self.commands, self.status, log)
         self.listeners = []
         quiet(log)
-        log.sinks.append(self.mgmt.log_sink)
-        bus.on('alarm', self._alarm_to_management)
-        self.recovery.on_shutdown('upnp', self.exposure.shutdown)
         self._register()
+
+    # --- the optional services, built on first need ------------------------------------------
+    def _telegram(self):
+        if self.telegram is None:
+            from firmware.telegram import Telegram
+            self.telegram = Telegram(self.cfg, self.log, self.bus, self.commands, self.cam)
+            if self.running:
+                self._spawn_telegram()
+        return self.telegram
+
+    def _spawn_telegram(self):
+        self.sup.spawn('telegram-send', self.telegram.run_sender)
+        self.sup.spawn('telegram-poll', self.telegram.run_poller)
+
+    def _exposure(self):
+        if self.exposure is None:
+            from firmware.exposure import Exposure
+            self.exposure = Exposure(self.cfg, self.log, notify=self._notify, bus=self.bus)
+            self.recovery.on_shutdown('upnp', self.exposure.shutdown)
+            if self.running:
+                self.sup.spawn('upnp', self.exposure.run)
+        return self.exposure
+
+    def _guard(self, req):
+        return self.exposure.guard(req) if self.exposure else None
+
+    def _notify(self, text):
+        if self.telegram:
+            return self.telegram.send_message(text)
 
     def _alarm_to_management(self, ev):
         self.mgmt.alarm('alarm_test' if ev.reason == 'test' else 'esp32_cam_motion_detected')
@@ -100,10 +145,24 @@ class App:
         c.register('arm', self.alarm.arm, 'arm the motion alarm')
         c.register('disarm', self.alarm.disarm, 'disarm the motion alarm')
         c.register('alarm_test', self.alarm.test, 'raise a test alarm')
-        c.register('photo', self.telegram.cmd_photo, 'send a photo to Telegram')
-        c.register('telegram_set', self.telegram.cmd_set, 'store the Telegram bot token and chat')
-        c.register('open', self.exposure.open, 'open a router port to the camera; replies the URL')
-        c.register('close', self.exposure.close, 'close the router port')
+        async def photo(args):
+            if self.telegram is None:
+                raise CommandError('Telegram is not configured')
+            return await self.telegram.cmd_photo(args)
+
+        async def telegram_set(args):
+            return await self._telegram().cmd_set(args)
+
+        async def open_port(args):
+            return await self._exposure().open(args)
+
+        async def close_port(args):
+            return await self._exposure().close(args)
+
+        c.register('photo', photo, 'send a photo to Telegram')
+        c.register('telegram_set', telegram_set, 'store the Telegram bot token and chat')
+        c.register('open', open_port, 'open a router port to the camera; replies the URL')
+        c.register('close', close_port, 'close the router port')
 
     # --- status of the whole device -----------------------------------------------------------
     def status(self):
@@ -118,9 +177,9 @@ class App:
             'alarm': self.alarm.status(),
             'wifi': self.wifi.status(),
             'internet': self.internet.status(),
-            'lfcp': self.mgmt.status(),
-            'telegram': self.telegram.status(),
-            'upnp': self.exposure.status(),
+            'lfcp': self.mgmt.status() if self.mgmt else {'enabled': False},
+            'telegram': self.telegram.status() if self.telegram else {'configured': False},
+            'upnp': self.exposure.status() if self.exposure else {'open': False},
             'tasks': self.sup.status(),
             'supervisor': self.sup.report(),
             'admin_denied': self.admin.denied,
@@ -138,10 +197,15 @@ class App:
         sup.spawn('motion', self.alarm.run)
         sup.spawn('auto-arm', self.alarm.auto_arm)
         sup.spawn('internet', self.internet.run)
-        sup.spawn('lfcp', self.mgmt.run, critical=self.mgmt.enabled)
-        sup.spawn('telegram-send', self.telegram.run_sender)
-        sup.spawn('telegram-poll', self.telegram.run_poller)
-        sup.spawn('upnp', self.exposure.run)
+        self.running = True
+        if self.mgmt:
+            sup.spawn('lfcp', self.mgmt.run, critical=self.mgmt.enabled)
+        else:
+            self.log.warn('lfcp: off: set lfcp.key (or lfcp.legacy for plain servers)')
+        if self.telegram:
+            self._spawn_telegram()
+        if self.exposure:
+            sup.spawn('upnp', self.exposure.run)
         for app, port in ((self.control.app, h.control_port), (self.stream.app, h.stream_port),
                           (self.admin.app, h.admin_port)):
             listener = Listener(app, h.bind, port, h.backlog, self.log)
