@@ -161,7 +161,10 @@ class Alarm:
                 self.extractor = None
                 self.extractor = LumaExtractor((w + 7) // 8, (h + 7) // 8)
             try:
-                self.extractor.extract_into(frame)     # allocates nothing per frame
+                if self.cam.jpeg:
+                    self.extractor.extract_into(frame)     # allocates nothing per frame
+                else:
+                    self.extractor.from_gray(frame, w, h)  # a GRAYSCALE camera, same detector
             except ValueError as e:
                 self.error = str(e)
                 self.log.warn('alarm: frame refused:', e)
@@ -180,7 +183,7 @@ class Alarm:
                 now = time.ticks_ms()
                 if self.last_alarm is None or time.ticks_diff(now, self.last_alarm) >= self.cfg.event_gap_s * 1000:
                     self.last_alarm = now
-                    self._raise(AlarmEvent('motion', self.score, frame))
+                    self._raise(AlarmEvent('motion', self.score, frame if self.cam.jpeg else None))
             frame = None
             rest = 1000 // self.cfg.detect_fps - time.ticks_diff(time.ticks_ms(), start)
             if rest > 0:

@@ -57,7 +57,8 @@ class CameraService:
                   'vflip', 'hmirror'):
             self.settings[k] = getattr(cfg, k)
         self.settings['framesize'] = FRAMESIZES.index(cfg.framesize)
-        self.frame = None          # latest JPEG (bytes), shared by every consumer
+        self.jpeg = cfg.format == 'JPEG'   # GRAYSCALE: raw pixels for detection only, no stream
+        self.frame = None          # latest frame (bytes), shared by every consumer
         self.seq = 0               # number of the latest frame
         self.stamp_ms = 0          # ticks_ms when it was captured
         self.stamp_us = 0          # wall clock of the capture, microseconds (X-Timestamp)
@@ -119,6 +120,8 @@ class CameraService:
         """A fresh JPEG: the latest frame if recent, else one captured for this request."""
         if self.state == 'off':
             raise OSError('camera is off')
+        if not self.jpeg:
+            raise OSError('camera.format is GRAYSCALE: no JPEG (detection only)')
         if self.fresh():
             return self.frame
         self._oneshot += 1
@@ -178,7 +181,7 @@ class CameraService:
         except Exception:
             pass
         self.stats['inits'] += 1
-        d.init(0, format=d.JPEG, framesize=getattr(d, 'FRAME_' + FRAMESIZES[self.settings['framesize']]),
+        d.init(0, format=d.JPEG if self.jpeg else d.GRAYSCALE, framesize=getattr(d, 'FRAME_' + FRAMESIZES[self.settings['framesize']]),
                quality=self.settings['quality'], fb_location=d.PSRAM, fb_size=1,
                xclk_freq=d.XCLK_20MHz if self.cfg.xclk_mhz == 20 else d.XCLK_10MHz)
         for var in SETTERS:
@@ -283,7 +286,8 @@ class CameraService:
 
     def status(self):
         w, h = self.size()
-        return {'state': self.state, 'framesize': FRAMESIZES[self.settings['framesize']],
+        return {'state': self.state, 'format': self.cfg.format,
+                'framesize': FRAMESIZES[self.settings['framesize']],
                 'width': w, 'height': h, 'viewers': self.viewers, 'frames': self.seq,
                 'captures': self.stats['captures'], 'failed': self.stats['failed'],
                 'restarts': self.stats['restarts'], 'inits': self.stats['inits']}

@@ -69,6 +69,7 @@ SCHEMA = {
         'fallback_sleep_s': (int, 600, (1, 86400)),
     },
     'camera': {
+        'format': (str, 'JPEG', ('JPEG', 'GRAYSCALE')),
         'framesize': (str, 'VGA', FRAMESIZES),
         'quality': (int, 12, (10, 63)),
         'max_fps': (int, 25, (1, 1000)),

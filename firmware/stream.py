@@ -140,6 +140,8 @@ class StreamServer:
     def start(self, req, boundary):
         if self.cam.state == 'off':
             return web.error(503, 'camera is off')
+        if not self.cam.jpeg:
+            return web.error(503, 'camera.format is GRAYSCALE: no JPEG to stream (detection only)')
         if len(self.viewers) >= self.cfg.max_viewers:
             self.refused += 1
             return web.error(503, 'too many viewers (%d), try again later' % self.cfg.max_viewers,
