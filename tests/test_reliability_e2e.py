@@ -231,6 +231,7 @@ from firmware.log import Log
 class Cfg:
     framesize = 'QVGA'; quality = 12; vflip = hmirror = brightness = contrast = saturation = 0
     special_effect = wb_mode = 0; xclk_mhz = 10; max_fps = 50; reboot_after_failures = 5
+    format = 'JPEG'
 
 class Drv:
     JPEG = 4; PSRAM = 0; XCLK_10MHz = 10; XCLK_20MHz = 20; FRAME_QVGA = 5
