@@ -260,3 +260,43 @@ def test_compiles_for_the_esp32():
                         os.path.join(ROOT, 'firmware', 'motion.py'), '-o', os.devnull],
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 0, p.stderr
+
+
+def test_dead_band_test_agrees_with_the_median():
+    # _gtest decides "median of the ratio within 255..257" by table thresholds; the
+    # histogram median (_gain) must agree on random scenes, gains and change maps
+    out = _vm(r'''
+import random
+from array import array
+from firmware import motion as M
+from firmware.motion import Detector
+random.seed(7)
+W, H = 40, 30
+n = W * H
+d = Detector(W, H, mask=[(0, 0, 5, 5)])
+bg, dev, chg, age, sp, ns, th, glo, ghi = d._bufs
+par = d._parn
+cur = bytearray(n)
+chg = bytearray(n)
+bad = 0
+inside = 0
+for k in range(300):
+    g = random.choice((250, 254, 255, 256, 257, 258, 262, 300, 200))
+    spread = random.choice((0, 1, 3, 8))
+    for i in range(n):
+        b = random.randint(0, 4080)
+        bg[i] = b
+        v = (b * g // 256 + random.randint(-spread * 16, spread * 16)) >> 4
+        cur[i] = 0 if v < 0 else 255 if v > 255 else v
+        chg[i] = random.choice((0, 0, 0, 0, 1, 2, 8))
+    M._gtest(0, 0, cur, bg, chg, sp, ns, glo, ghi, par)
+    cnt = d.active - par[5]
+    half = cnt >> 1
+    quick = not (par[6] > half or cnt - par[7] <= half)
+    med = M._gain(0, 0, cur, bg, chg, sp, ns, d._hist)
+    inside += quick
+    bad += quick != (255 <= med <= 257)
+print(bad, inside)
+''', timeout=120)
+    bad, inside = map(int, out.split())
+    assert bad == 0 and 0 < inside < 300, out
