@@ -31,19 +31,13 @@ sys.path[:0] = [HERE, os.path.join(ROOT, 'tests')]
 from e2e_peers import Peers  # noqa: E402
 from helpers import MjpegReader, free_port  # noqa: E402
 from simulate import Board  # noqa: E402
+from bench_stream import cpu_seconds, table  # noqa: E402
 
 SECONDS = float(os.environ.get('BENCH_SECONDS', '4'))
 RUNS = int(os.environ.get('BENCH_RUNS', '5'))
-TICK = os.sysconf('SC_CLK_TCK')
 BUILD = os.path.join(ROOT, 'build', 'x64')
 PASSWORD = 'bench-password'
 NAME = 'benchcam'
-
-
-def cpu_seconds(pid):
-    with open('/proc/%d/stat' % pid) as f:
-        fields = f.read().rsplit(')', 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 class Device:
@@ -201,13 +195,6 @@ def _ms(values):
     lost = len(values) - len(ok)
     return ('%.0f' % (1000 * statistics.median(ok)), '%.0f-%.0f' % (1000 * min(ok), 1000 * max(ok)),
             ('%d lost' % lost) if lost else '')
-
-
-def table(title, head, rows):
-    print('\n' + title)
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
-    for r in [head] + rows:
-        print('  ' + '  '.join(str(x).rjust(w) for x, w in zip(r, widths)))
 
 
 def main():
