@@ -18,10 +18,6 @@ class Log:
         if value and len(value) >= 4 and value not in self._secrets:
             self._secrets.append(value)
 
-    def forget(self, value):
-        if value in self._secrets:
-            self._secrets.remove(value)
-
     def redact(self, text):
         for s in self._secrets:
             if s in text:

@@ -90,7 +90,7 @@ class Viewer:
             await send_all(self.stream, self.headers.get(self.seq))
             await send_all(self.stream, frame)
             self.sending = False
-        except (OSError, asyncio.CancelledError) as e:
+        except (OSError, asyncio.CancelledError):
             # Gone, reset, timed out, or dropped by the stall reaper: end the response quietly;
             # microdot then closes the socket.
             await self.aclose()
@@ -153,10 +153,7 @@ class StreamServer:
             'Access-Control-Allow-Origin': '*',
             'Cache-Control': 'no-store, no-cache, must-revalidate, max-age=0',
             'Pragma': 'no-cache',
-            'X-Framerate': str(self.cfg_fps())})
-
-    def cfg_fps(self):
-        return self.cam.cfg.max_fps
+            'X-Framerate': str(self.cam.cfg.max_fps)})
 
     async def reap(self):
         """Drop viewers whose socket has taken nothing for STALL_MS (a stuck client)."""

@@ -10,7 +10,6 @@ import base64
 import json
 import os
 import sys
-import time
 import urllib.error
 import urllib.request
 
@@ -22,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from helpers import free_port  # noqa: E402
 from simulate import Board  # noqa: E402
+from vm.lfcp_harness import Servers  # noqa: E402
 
 ADMIN = ('admin', 'test-admin-pw')
 
@@ -115,3 +115,11 @@ def firmware(tmp_path):
     yield start
     for dev in made:
         dev.board.stop()
+
+
+@pytest.fixture
+def servers():
+    """Two reference LFCP management servers (A and B) on loopback."""
+    s = Servers()
+    yield s
+    s.close()

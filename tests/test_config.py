@@ -1,7 +1,6 @@
 """config.example.json documents every key of the schema and is itself a valid config."""
 import json
 import os
-import re
 import subprocess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -5,18 +5,11 @@ import time
 
 import pytest
 
-from vm.lfcp_harness import KEY, Device, Nat, Servers, fields, kind, wait, lfcp_server
+from vm.lfcp_harness import KEY, Device, Nat, fields, kind, wait, lfcp_server
 
 pytestmark = [pytest.mark.timeout(90),
               pytest.mark.skipif(not os.path.exists(Device.__init__.__globals__['MP']),
                                  reason='no MicroPython VM: run make setup')]
-
-
-@pytest.fixture
-def servers():
-    s = Servers()
-    yield s
-    s.close()
 
 
 @pytest.fixture

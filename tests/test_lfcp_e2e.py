@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from helpers import free_port
-from vm.lfcp_harness import KEY, Nat, Servers, kind, wait
+from vm.lfcp_harness import KEY, Nat, kind, wait
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, 'tools'))
@@ -22,13 +22,6 @@ pytestmark = pytest.mark.timeout(180)
 NAME = 'testcam'
 TOKEN = '123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw'
 CHAT = 42
-
-
-@pytest.fixture
-def servers():
-    s = Servers()
-    yield s
-    s.close()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ reset cause each next boot reports. Peers on loopback: a reference LFCP server, 
 that plays "the Internet". Waits poll with a bound; no assertion rests on a tight timing margin.
 """
 import socket
-import threading
 import time
 
 import pytest

@@ -15,7 +15,6 @@ import asyncio
 import json
 import os
 import selectors
-import shutil
 import socket
 import subprocess
 import sys

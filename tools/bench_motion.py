@@ -13,7 +13,6 @@ native code for the viper functions) and prints tables; never asserts:
 
 `python tools/bench_motion.py [--no-valgrind]`; main() is called by `make bench`.
 """
-import json
 import os
 import shutil
 import subprocess

@@ -16,18 +16,17 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
 MP = os.path.join(REPO, '.venv', 'bin', 'micropython')
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, 'tools'))
+sys.path.insert(0, os.path.join(REPO, 'tests'))
 
+import helpers  # noqa: E402
 import lfcp_server  # noqa: E402
 
 KEY = 'test-key-0123456789abcdef'
 
 
 def free_port(kind=socket.SOCK_DGRAM):
-    s = socket.socket(socket.AF_INET, kind)
-    s.bind(('127.0.0.1', 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A free loopback port, UDP unless told otherwise (LFCP is UDP)."""
+    return helpers.free_port(kind)
 
 
 def wait(pred, timeout=10.0, what='condition'):
