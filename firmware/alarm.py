@@ -143,12 +143,13 @@ class Alarm:
         self.bus.emit('alarm', ev)
 
     async def run(self):
-        from firmware.jpeg_luma import LumaExtractor
-        from firmware.motion import Detector
+        """Detection code and buffers (15 KB + 28 KB at VGA) are loaded on the first arming and
+        the buffers dropped on disarming: a disarmed camera leaves that heap to its viewers."""
         seq = 0
         while True:
             if not self.armed():
                 self.cam.need('motion', 0)
+                self.detector = self.extractor = None   # re-armed means a fresh background anyway
                 self._armed_ev.clear()
                 await self._armed_ev.wait()
                 continue
@@ -158,6 +159,7 @@ class Alarm:
             frame = self.cam.frame
             w, h = self.cam.size()
             if self.extractor is None or self.extractor.max_w8 * 8 < w or self.extractor.max_h8 * 8 < h:
+                from firmware.jpeg_luma import LumaExtractor
                 self.extractor = None
                 self.extractor = LumaExtractor((w + 7) // 8, (h + 7) // 8)
             try:
@@ -166,6 +168,7 @@ class Alarm:
                 else:
                     self.extractor.from_gray(frame, w, h)  # a GRAYSCALE camera, same detector
             except ValueError as e:
+                frame = None
                 self.error = str(e)
                 self.log.warn('alarm: frame refused:', e)
                 continue
@@ -173,6 +176,7 @@ class Alarm:
             h8 = self.extractor.h8
             d = self.detector
             if d is None or d.w8 != w8 or d.h8 != h8:
+                from firmware.motion import Detector
                 self.detector = None
                 d = self.detector = Detector(w8, h8, sensitivity=self.cfg.sensitivity,
                                              mask=self.cfg.mask or None,

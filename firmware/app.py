@@ -208,7 +208,8 @@ class App:
             sup.spawn('upnp', self.exposure.run)
         for app, port in ((self.control.app, h.control_port), (self.stream.app, h.stream_port),
                           (self.admin.app, h.admin_port)):
-            listener = Listener(app, h.bind, port, h.backlog, self.log)
+            listener = Listener(app, h.bind, port, h.backlog, self.log,
+                                long_lived=app is self.stream.app)
             await listener.start()
             self.listeners.append(listener)
         self.log('listening: control :%d, stream :%d, admin :%d' % (
@@ -239,4 +240,7 @@ def main(path='config.json'):
     cfg = load_config(path)
     gc.collect()
     app = App(cfg)
+    # Collect between the boot phases so the objects that live for good pack at the bottom of
+    # the heap, leaving one large free block for the frames (a VGA JPEG needs ~31 KB in one piece).
+    gc.collect()
     asyncio.run(app.run())

@@ -70,7 +70,7 @@ class CameraService:
         self._waiters = 0          # consumers ready for the next frame right now
         self._wake = asyncio.Event()
         self._frame_ev = asyncio.Event()
-        self.stats = {'captures': 0, 'failed': 0, 'inits': 0, 'restarts': 0}
+        self.stats = {'captures': 0, 'failed': 0, 'inits': 0, 'restarts': 0, 'no_memory': 0}
         self._fails = 0            # failures in a row
 
     # --- consumers -------------------------------------------------------------------------
@@ -204,6 +204,7 @@ class CameraService:
 
     async def run(self):
         backoff = 1
+        short = False              # the last capture found no memory for its frame
         last = time.ticks_ms()
         while True:
             self.beat()
@@ -238,17 +239,25 @@ class CameraService:
                 continue
             last = time.ticks_ms()
             # capture() blocks the VM, so nobody can look at .frame meanwhile: let go of the old
-            # frame first, so that unless a viewer still sends it, its block can hold the new one.
-            self.frame = None
+            # frame first (the attribute and this loop's own local), so that unless a viewer still
+            # sends it, its block can hold the new one.
+            self.frame = frame = None
             why = 'capture failed'
             try:
                 frame = self.drv.capture()
             except MemoryError:
-                # No block for the frame in a fragmented heap: a failed capture, not a dead task
-                # (a task restart backs off for up to a minute); N in a row reboot the board.
+                # No block for the frame: most often a viewer still sending the last frame holds
+                # the heap a second one would need. Once, give the senders half a period and try
+                # again; a shortage that persists is a failed capture, not a dead task (a task
+                # restart backs off for up to a minute), and N in a row reboot the board.
                 frame = None
-                why = 'capture: no memory for the frame'
                 gc.collect()
+                self.stats['no_memory'] += 1
+                if not short:
+                    short = True
+                    await asyncio.sleep_ms(period // 2)
+                    continue
+                why = 'capture: no memory for the frame'
             if not frame:
                 self.stats['failed'] += 1
                 if self._failed(why):
@@ -258,6 +267,7 @@ class CameraService:
                     backoff = min(backoff * 2, 30)
                 continue
             backoff = 1
+            short = False
             self._fails = 0
             self.stats['captures'] += 1
             self.frame = frame
@@ -290,4 +300,5 @@ class CameraService:
                 'framesize': FRAMESIZES[self.settings['framesize']],
                 'width': w, 'height': h, 'viewers': self.viewers, 'frames': self.seq,
                 'captures': self.stats['captures'], 'failed': self.stats['failed'],
-                'restarts': self.stats['restarts'], 'inits': self.stats['inits']}
+                'restarts': self.stats['restarts'], 'inits': self.stats['inits'],
+                'no_memory': self.stats['no_memory']}

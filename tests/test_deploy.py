@@ -6,9 +6,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_build_for_the_esp32_target():
+    out = os.path.join(ROOT, 'build', 'esp32')
+    stale = os.path.join(out, 'firmware', 'removed_module.mpy')   # its source is gone
+    os.makedirs(os.path.dirname(stale), exist_ok=True)
+    with open(stale, 'wb') as f:
+        f.write(b'M')
     r = subprocess.run(['make', '-s', 'build'], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
-    out = os.path.join(ROOT, 'build', 'esp32')
+    assert not os.path.exists(stale), 'a module without source would be deployed to the board'
     for name in os.listdir(os.path.join(ROOT, 'firmware')):
         if name.endswith('.py'):
             mpy = os.path.join(out, 'firmware', name[:-3] + '.mpy')

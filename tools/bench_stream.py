@@ -188,32 +188,55 @@ def main():
     table('Unpaced, VGA, one viewer', ['firmware fps', 'bare microdot fps', 'ratio (goal >= 0.8)'],
           [['%.1f' % fw, '%.1f' % ba, '%.2f' % (fw / max(ba, 0.1))]])
 
-    # 3) the smallest heap that runs 4 VGA viewers for HEAP_SECONDS without MemoryError
+    heap_search(tmp)
+
+
+def heap_search(tmp):
+    """The smallest heap that runs 4 VGA viewers for HEAP_SECONDS without MemoryError."""
     rows = []
     smallest = None
-    for size in ('640K', '512K', '448K', '384K', '320K', '256K'):
+    for size in ('384K', '320K', '288K', '256K', '224K', '192K', '160K'):
         flash = os.path.join(tmp, 'heap' + size)
         try:
             b, ports = firmware(flash, 'VGA', 25, heapsize=size)
         except RuntimeError:
-            rows.append([size, 'no start', '-', '-'])
+            rows.append([size, 'no start', '-', '-', ''])
             break
         try:
             counts = viewers(ports[1], '/stream', 4, HEAP_SECONDS)
             alive = b.running
+            try:
+                waits = admin_status(ports[2])['camera']['no_memory']
+            except (OSError, ValueError, KeyError):
+                waits = None
             out = b.console()
         finally:
             b.stop()
-        ok = alive and 'MemoryError' not in out and min(counts) > HEAP_SECONDS * 5
-        rows.append([size, 'ok' if ok else 'FAILED', '%.1f' % (min(counts) / HEAP_SECONDS),
-                     'MemoryError' if 'MemoryError' in out else ''])
-        if not ok:
+        # ok: no MemoryError anywhere, not even one capture that found no block for its frame
+        # (the camera service retries such a capture once: 'waits'), and every viewer at 0.8 of
+        # the camera's rate or better; 'degraded': the rate held, but some captures waited.
+        failed = out.count('no memory for the frame')
+        fast = min(counts) >= HEAP_SECONDS * 20
+        if alive and 'MemoryError' not in out and not failed and fast and waits == 0:
+            result = 'ok'
+        elif alive and 'MemoryError' not in out and not failed and fast:
+            result = 'degraded'
+        else:
+            result = 'FAILED'
+        note = 'MemoryError' if 'MemoryError' in out else (
+            '%d captures failed without memory' % failed if failed else '')
+        rows.append([size, result, '%.1f' % (min(counts) / HEAP_SECONDS),
+                     '-' if waits is None else waits, note])
+        if result != 'ok':
             break
         smallest = size
     table('Smallest -X heapsize for 4 VGA viewers, %.0f s each (goal <= 256K)' % HEAP_SECONDS,
-          ['heapsize', 'result', 'min viewer fps', 'note'], rows)
+          ['heapsize', 'result', 'min viewer fps', 'captures that waited for memory', 'note'], rows)
     print('  smallest working heap: %s' % smallest)
 
 
 if __name__ == '__main__':
-    main()
+    if sys.argv[1:] == ['heap']:
+        heap_search(tempfile.mkdtemp(prefix='bench-heap-'))
+    else:
+        main()

