@@ -14,6 +14,7 @@ from firmware import store
 from firmware.commands import CommandError
 
 STATE_FILE = 'alarm.json'
+NO_MEMORY_RETRY_S = 5
 
 
 class AlarmEvent:
@@ -143,13 +144,13 @@ class Alarm:
         self.bus.emit('alarm', ev)
 
     async def run(self):
-        """Detection code and buffers (15 KB + 28 KB at VGA) are loaded on the first arming and
-        the buffers dropped on disarming: a disarmed camera leaves that heap to its viewers."""
+        """Detection code and buffers (15 KB + 28 KB at VGA) are loaded on the first arming: a
+        camera that is never armed leaves that heap to its viewers. They are kept from then on
+        (arming and disarming again must not churn big blocks through a small heap)."""
         seq = 0
         while True:
             if not self.armed():
                 self.cam.need('motion', 0)
-                self.detector = self.extractor = None   # re-armed means a fresh background anyway
                 self._armed_ev.clear()
                 await self._armed_ev.wait()
                 continue
@@ -158,29 +159,21 @@ class Alarm:
             seq = await self.cam.next_frame(seq)
             frame = self.cam.frame
             w, h = self.cam.size()
-            if self.extractor is None or self.extractor.max_w8 * 8 < w or self.extractor.max_h8 * 8 < h:
-                from firmware.jpeg_luma import LumaExtractor
-                self.extractor = None
-                self.extractor = LumaExtractor((w + 7) // 8, (h + 7) // 8)
             try:
-                if self.cam.jpeg:
-                    self.extractor.extract_into(frame)     # allocates nothing per frame
-                else:
-                    self.extractor.from_gray(frame, w, h)  # a GRAYSCALE camera, same detector
+                d = self._luma(frame, w, h)
             except ValueError as e:
                 frame = None
                 self.error = str(e)
                 self.log.warn('alarm: frame refused:', e)
                 continue
+            except MemoryError:
+                frame = None
+                self.error = 'no memory for the detection buffers at %dx%d' % (w, h)
+                self.log.warn('alarm:', self.error, '- retry in %d s' % NO_MEMORY_RETRY_S)
+                await asyncio.sleep(NO_MEMORY_RETRY_S)
+                continue
             w8 = self.extractor.w8
             h8 = self.extractor.h8
-            d = self.detector
-            if d is None or d.w8 != w8 or d.h8 != h8:
-                from firmware.motion import Detector
-                self.detector = None
-                d = self.detector = Detector(w8, h8, sensitivity=self.cfg.sensitivity,
-                                             mask=self.cfg.mask or None,
-                                             min_frames=self.cfg.min_frames)
             self.score = d.feed(self.extractor.luma, w8, h8)
             self.frames += 1
             if d.triggered and self.armed():
@@ -192,6 +185,28 @@ class Alarm:
             rest = 1000 // self.cfg.detect_fps - time.ticks_diff(time.ticks_ms(), start)
             if rest > 0:
                 await asyncio.sleep_ms(rest)
+
+    def _luma(self, frame, w, h):
+        """Luma of `frame` into the extractor; returns the detector for its size. Buffers are
+        (re)built when the frame size outgrows them: ValueError for a bad frame, MemoryError when
+        the heap has no room for them."""
+        x = self.extractor
+        if x is None or x.max_w8 * 8 < w or x.max_h8 * 8 < h:
+            from firmware.jpeg_luma import LumaExtractor
+            self.extractor = x = None
+            self.extractor = x = LumaExtractor((w + 7) // 8, (h + 7) // 8)
+        if self.cam.jpeg:
+            x.extract_into(frame)          # allocates nothing per frame
+        else:
+            x.from_gray(frame, w, h)       # a GRAYSCALE camera, same detector
+        d = self.detector
+        if d is None or d.w8 != x.w8 or d.h8 != x.h8:
+            from firmware.motion import Detector
+            self.detector = d = None
+            self.detector = d = Detector(x.w8, x.h8, sensitivity=self.cfg.sensitivity,
+                                         mask=self.cfg.mask or None,
+                                         min_frames=self.cfg.min_frames)
+        return d
 
     def status(self):
         s = {'state': self.state, 'commanded': self.commanded, 'alarms': self.alarms,

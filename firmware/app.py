@@ -209,7 +209,7 @@ class App:
         for app, port in ((self.control.app, h.control_port), (self.stream.app, h.stream_port),
                           (self.admin.app, h.admin_port)):
             listener = Listener(app, h.bind, port, h.backlog, self.log,
-                                long_lived=app is self.stream.app)
+                                on_connect=self.stream.make_room if app is self.stream.app else None)
             await listener.start()
             self.listeners.append(listener)
         self.log('listening: control :%d, stream :%d, admin :%d' % (

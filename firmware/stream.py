@@ -8,6 +8,7 @@ A viewer that makes no progress for `STALL_MS` is dropped, and whatever error a 
 the viewer's slot and socket are freed.
 """
 import asyncio
+import gc
 import time
 
 from microdot import Microdot, Response
@@ -17,6 +18,7 @@ from firmware import web
 CWS_BOUNDARY = b'123456789000000000000987654321'   # Arduino CameraWebServer
 MJPG_BOUNDARY = b'boundarydonotcross'              # mjpg-streamer
 STALL_MS = 10000
+FRAME_GUESS = 32768     # bytes of a VGA frame, until the camera has captured one
 
 
 async def send_all(stream, buf):
@@ -136,6 +138,15 @@ class StreamServer:
             if action is None:
                 return web.redirect('/stream')
             return web.error(400, 'unknown action %r: use stream or snapshot' % action)
+
+    def make_room(self):
+        """Called as a connection arrives. A viewer's request and response live as long as it
+        watches; on a tight heap, collect first so they pack into the lowest holes instead of
+        being strewn through the block the next frame needs (first fit puts them wherever garbage
+        left room). On a roomy heap (PSRAM) the collection is skipped: it would only delay."""
+        frame = len(self.cam.frame) if self.cam.frame else FRAME_GUESS
+        if gc.mem_free() < 4 * frame:
+            gc.collect()
 
     def start(self, req, boundary):
         if self.cam.state == 'off':

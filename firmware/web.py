@@ -6,7 +6,6 @@ raise it, so a burst of viewers connecting at once loses SYNs and waits a second
 app, closing the socket whatever the handler raised.
 """
 import asyncio
-import gc
 
 import microdot.microdot as _microdot
 from microdot import Request, Response
@@ -106,12 +105,11 @@ def quiet(log):
 
 
 class Listener:
-    """One app on one port, with our backlog; close() stops accepting. `long_lived`: the
-    connections stay open for long (stream viewers)."""
+    """One app on one port, with our backlog; close() stops accepting."""
 
-    def __init__(self, app, host, port, backlog, log, long_lived=False):
+    def __init__(self, app, host, port, backlog, log, on_connect=None):
         self.app = app
-        self.long_lived = long_lived
+        self.on_connect = on_connect    # fn(), before a connection's request is read
         self.host = host
         self.port = port
         self.backlog = backlog
@@ -123,11 +121,8 @@ class Listener:
     async def _serve(self, reader, writer):
         self.connections += 1
         self.open += 1
-        if self.long_lived:
-            # A viewer's request and response live as long as it watches: collect first, so they
-            # are packed into the lowest free holes instead of being strewn through the large
-            # block the next frame needs (first fit puts them wherever garbage left room).
-            gc.collect()
+        if self.on_connect:
+            self.on_connect()
         try:
             await self.app.handle_request(reader, writer)
         except Exception as e:  # whatever the client did, the socket is closed and counted

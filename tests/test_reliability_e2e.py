@@ -345,3 +345,64 @@ def test_the_camera_holds_no_frame_while_it_captures_the_next(tmp_path):
     assert len(held) >= 6, held
     first = held[0]                      # nothing captured yet
     assert all(h - first < 100000 // 2 for h in held[1:]), held
+
+
+DETECT_OOM = r'''
+import asyncio
+from firmware.alarm import Alarm
+from firmware.events import Bus
+from firmware.log import Log
+import firmware.alarm
+firmware.alarm.NO_MEMORY_RETRY_S = 0
+
+with open(FRAME, 'rb') as f:
+    JPEG = f.read()
+
+class Cfg:
+    auto_arm = False; detect_fps = 50; sensitivity = 5; mask = None; min_frames = 2
+    event_gap_s = 1; events_kept = 5; on_management_return = 'restore'; auto_arm_after_s = 60
+
+class Cam:
+    jpeg = True
+    def __init__(self): self.seq = 0; self.frame = JPEG; self.sizes = 0
+    def need(self, name, fps): pass
+    async def next_frame(self, after):
+        await asyncio.sleep_ms(1)
+        self.seq += 1
+        return self.seq
+    def size(self):
+        self.sizes += 1
+        return (64000, 48000) if self.sizes <= 2 else (320, 240)   # no heap for the first two
+
+async def main():
+    log = Log(20)
+    a = Alarm(Cam(), Cfg(), log, Bus(log))
+    t = asyncio.create_task(a.run())
+    await a.arm({})
+    for _ in range(200):
+        await asyncio.sleep_ms(5)
+        if a.frames >= 3:
+            break
+    print('RESULT', a.frames >= 3, t.done(), a.status().get('last_frame_error'))
+    t.cancel()
+
+asyncio.run(main())
+'''
+
+
+def test_no_memory_for_the_detection_buffers_is_retried_not_a_dead_task(tmp_path):
+    """Detection allocates its buffers when armed (and when the frame size grows): in a heap
+    with no room for them, the motion task says so, waits and tries again instead of dying."""
+    import os
+    import subprocess
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frame = os.path.join(root, 'sim', 'frames', '320x240', 'still', '0000.jpg')
+    script = tmp_path / 'detect_oom.py'
+    script.write_text(DETECT_OOM.replace('FRAME', repr(frame)))
+    r = subprocess.run([os.path.join(root, '.venv', 'bin', 'micropython'), '-X', 'heapsize=512K',
+                        str(script)], cwd=str(tmp_path), capture_output=True, text=True, timeout=30,
+                       env=dict(os.environ, MICROPYPATH=':'.join(['.frozen', root])))
+    line = [x for x in r.stdout.splitlines() if x.startswith('RESULT')]
+    assert line, r.stdout + r.stderr
+    assert line[0] == 'RESULT True False no memory for the detection buffers at 64000x48000', r.stdout
+    assert r.stdout.count('W alarm: no memory for the detection buffers') == 2, r.stdout
