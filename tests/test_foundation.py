@@ -130,17 +130,22 @@ def read_frames(port, n, out, idx, path='/stream'):
     out[idx] = stamps
 
 
+def read_concurrently(port, n, viewers, timeout):
+    """`viewers` clients at once each read n frames; returns each one's X-Timestamps."""
+    out = [None] * viewers
+    threads = [threading.Thread(target=read_frames, args=(port, n, out, i)) for i in range(viewers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    return out
+
+
 def test_viewers_share_one_capture(firmware):
     dev = firmware({'camera': {'framesize': 'QVGA'}})
     n, viewers = 30, 4
     before = dev.stats().get('captures', 0)
-    out = [None] * viewers
-    threads = [threading.Thread(target=read_frames, args=(dev.ports['stream'], n, out, i))
-               for i in range(viewers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    out = read_concurrently(dev.ports['stream'], n, viewers, 60)
     assert all(o and len(o) == n for o in out), 'every viewer got %d valid JPEGs' % n
     time.sleep(0.3)
     captures = dev.stats()['captures'] - before
@@ -159,13 +164,7 @@ def test_four_vga_viewers_stream_in_a_256k_heap(firmware):
     assert r.returncode == 0, r.stdout + r.stderr
     dev = firmware(heapsize='256K', mpy=True)
     n, viewers = 50, 4
-    out = [None] * viewers
-    threads = [threading.Thread(target=read_frames, args=(dev.ports['stream'], n, out, i))
-               for i in range(viewers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(90)
+    out = read_concurrently(dev.ports['stream'], n, viewers, 90)
     assert all(o and len(o) == n for o in out), ([len(o or ()) for o in out], dev.board.console()[-2000:])
     code, _, body = dev.get('stream', '/?action=snapshot')
     assert code == 200 and jpeg_size(body) == (640, 480)

@@ -5,7 +5,9 @@ viewers untouched), camera failures (camera.json), a VM-blocking hang and the wa
 reset cause each next boot reports. Peers on loopback: a reference LFCP server, a TCP listener
 that plays "the Internet". Waits poll with a bound; no assertion rests on a tight timing margin.
 """
+import os
 import socket
+import subprocess
 import time
 
 import pytest
@@ -13,6 +15,8 @@ import pytest
 from e2e_peers import ProbeTarget
 from helpers import MjpegReader, free_port
 from vm.lfcp_harness import KEY, Servers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -257,18 +261,23 @@ asyncio.run(main())
 '''
 
 
-def _capture_oom(tmp_path, ooms):
-    import os
-    import subprocess
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    script = tmp_path / 'oom.py'
-    script.write_text(CAPTURE_OOM.replace('OOMS', str(ooms)))
-    r = subprocess.run([os.path.join(root, '.venv', 'bin', 'micropython'), str(script)],
-                       cwd=str(tmp_path), capture_output=True, text=True, timeout=30,
-                       env=dict(os.environ, MICROPYPATH=':'.join(['.frozen', root])))
+def run_on_vm(tmp_path, source, heapsize=None):
+    """Run `source` on the MicroPython VM with the firmware package on its path; returns the
+    line it printed starting with RESULT, and all it printed."""
+    script = tmp_path / 'script.py'
+    script.write_text(source)
+    cmd = [os.path.join(ROOT, '.venv', 'bin', 'micropython')]
+    if heapsize:
+        cmd += ['-X', 'heapsize=' + heapsize]
+    r = subprocess.run(cmd + [str(script)], cwd=str(tmp_path), capture_output=True, text=True,
+                       timeout=30, env=dict(os.environ, MICROPYPATH=':'.join(['.frozen', ROOT])))
     line = [x for x in r.stdout.splitlines() if x.startswith('RESULT')]
     assert line, r.stdout + r.stderr
     return line[0], r.stdout
+
+
+def _capture_oom(tmp_path, ooms):
+    return run_on_vm(tmp_path, CAPTURE_OOM.replace('OOMS', str(ooms)))
 
 
 def test_no_memory_for_a_frame_is_a_failed_capture_not_a_dead_task(tmp_path):
@@ -331,17 +340,8 @@ def test_the_camera_holds_no_frame_while_it_captures_the_next(tmp_path):
     """A VGA frame is ~31 KB in one block: if the capture loop still held the last frame while
     capture() allocates the next, every capture would need the heap for two frames (it did: the
     loop's local variable kept it alive). Heap in use at each capture stays below one frame."""
-    import os
-    import subprocess
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    script = tmp_path / 'holds.py'
-    script.write_text(CAPTURE_HOLDS)
-    r = subprocess.run([os.path.join(root, '.venv', 'bin', 'micropython'), str(script)],
-                       cwd=str(tmp_path), capture_output=True, text=True, timeout=30,
-                       env=dict(os.environ, MICROPYPATH=':'.join(['.frozen', root])))
-    line = [x for x in r.stdout.splitlines() if x.startswith('RESULT')]
-    assert line, r.stdout + r.stderr
-    held = [int(x) for x in line[0].split()[1:]]
+    line, _ = run_on_vm(tmp_path, CAPTURE_HOLDS)
+    held = [int(x) for x in line.split()[1:]]
     assert len(held) >= 6, held
     first = held[0]                      # nothing captured yet
     assert all(h - first < 100000 // 2 for h in held[1:]), held
@@ -393,16 +393,7 @@ asyncio.run(main())
 def test_no_memory_for_the_detection_buffers_is_retried_not_a_dead_task(tmp_path):
     """Detection allocates its buffers when armed (and when the frame size grows): in a heap
     with no room for them, the motion task says so, waits and tries again instead of dying."""
-    import os
-    import subprocess
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    frame = os.path.join(root, 'sim', 'frames', '320x240', 'still', '0000.jpg')
-    script = tmp_path / 'detect_oom.py'
-    script.write_text(DETECT_OOM.replace('FRAME', repr(frame)))
-    r = subprocess.run([os.path.join(root, '.venv', 'bin', 'micropython'), '-X', 'heapsize=512K',
-                        str(script)], cwd=str(tmp_path), capture_output=True, text=True, timeout=30,
-                       env=dict(os.environ, MICROPYPATH=':'.join(['.frozen', root])))
-    line = [x for x in r.stdout.splitlines() if x.startswith('RESULT')]
-    assert line, r.stdout + r.stderr
-    assert line[0] == 'RESULT True False no memory for the detection buffers at 64000x48000', r.stdout
-    assert r.stdout.count('W alarm: no memory for the detection buffers') == 2, r.stdout
+    frame = os.path.join(ROOT, 'sim', 'frames', '320x240', 'still', '0000.jpg')
+    line, out = run_on_vm(tmp_path, DETECT_OOM.replace('FRAME', repr(frame)), heapsize='512K')
+    assert line == 'RESULT True False no memory for the detection buffers at 64000x48000', out
+    assert out.count('W alarm: no memory for the detection buffers') == 2, out
