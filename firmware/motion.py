@@ -45,15 +45,18 @@ def _gtest(i: int, b: int, cur: ptr8, bg: ptr16, chg: ptr8, sp: ptr16, ns: int, 
     # Counts, among the active, well-lit cells that were background in the previous
     # frame, those with r <= 254 (lo) and r >= 258 (hi), without a division:
     # r <= 254 <=> bg > glo[cur]; r >= 258 <=> bg <= ghi[cur] (_gain_tables).
+    # A median needs no census: the cells of even index are looked at (par[8]: how many).
     lo = 0
     hi = 0
     out = 0
+    n = 0
     s = 0
     while s < ns:
-        i = int(sp[s])
+        i = ((int(sp[s]) + 1) >> 1) << 1
         end = int(sp[s + 1])
         s += 2
         while i < end:
+            n += 1
             b = int(bg[i])
             if uint(b - 384) >= uint(3584):   # 24 .. 248 grey levels (x16) only
                 out += 1
@@ -65,15 +68,17 @@ def _gtest(i: int, b: int, cur: ptr8, bg: ptr16, chg: ptr8, sp: ptr16, ns: int, 
                     lo += 1
                 elif b <= int(ghi[c]):
                     hi += 1
-            i += 1
+            i += 2
     par[5] = out
     par[6] = lo
     par[7] = hi
+    par[8] = n
 
 
 @micropython.viper
 def _gain(i: int, b: int, cur: ptr8, bg: ptr16, chg: ptr8, sp: ptr16, ns: int, hist: ptr16) -> int:
-    # median of cur*256/bg over the active, well-lit cells that were background
+    # median of cur*256/bg over the active, well-lit cells of even index (the ones
+    # _gtest looks at) that were background
     # in the previous frame (chg == 0); 256 = no change. Only run when _gtest
     # found the median outside the dead band (a light change).
     i = 0
@@ -83,7 +88,7 @@ def _gain(i: int, b: int, cur: ptr8, bg: ptr16, chg: ptr8, sp: ptr16, ns: int, h
     cnt = 0
     s = 0
     while s < ns:
-        i = int(sp[s])
+        i = ((int(sp[s]) + 1) >> 1) << 1   # the cells _gtest looks at
         end = int(sp[s + 1])
         s += 2
         while i < end:
@@ -94,7 +99,7 @@ def _gain(i: int, b: int, cur: ptr8, bg: ptr16, chg: ptr8, sp: ptr16, ns: int, h
                     r = 511
                 hist[r] += 1
                 cnt += 1
-            i += 1
+            i += 2
     half = cnt >> 1
     acc = 0
     r = 0
@@ -494,8 +499,9 @@ class Detector:
         na = self.active
         _gtest(0, 0, luma, bg, chg, sp, ns, glo, ghi, par)
         g = 256
-        cnt = na - par[5]
-        if cnt and cnt * 4 >= na:
+        looked = par[8]
+        cnt = looked - par[5]
+        if cnt and cnt * 4 >= looked:
             half = cnt >> 1
             if par[6] > half or cnt - par[7] <= half:
                 # the median of cur/bg is outside 255..257 / 256: a light change

@@ -290,7 +290,7 @@ for k in range(300):
         cur[i] = 0 if v < 0 else 255 if v > 255 else v
         chg[i] = random.choice((0, 0, 0, 0, 1, 2, 8))
     M._gtest(0, 0, cur, bg, chg, sp, ns, glo, ghi, par)
-    cnt = d.active - par[5]
+    cnt = par[8] - par[5]   # both look at the same sample: the cells of even index
     half = cnt >> 1
     quick = not (par[6] > half or cnt - par[7] <= half)
     med = M._gain(0, 0, cur, bg, chg, sp, ns, d._hist)
