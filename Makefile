@@ -43,7 +43,7 @@ build: $(VENV)/.stamp lib/.stamp
 	$(BIN)/python tools/build.py --march x64 build/x64
 
 deploy: build lib/.stamp
-	$(BIN)/python tools/deploy.py --port $(PORT) --build build/esp32 $(if $(DRY_RUN),--dry-run)
+	$(BIN)/python tools/deploy.py --port $(PORT) --build build/esp32 $(if $(filter-out 0,$(DRY_RUN)),--dry-run)
 
 clean:
 	rm -rf build sim lib $(VENV)

@@ -36,7 +36,13 @@ class Alarm:
         self.bus = bus
         self.internet = internet            # async fn() -> bool, the Internet probe
         self.auto = cfg.auto_arm and management_configured
-        saved = store.load(STATE_FILE, {}) or {}
+        try:
+            saved = store.load(STATE_FILE, {}) or {}
+        except ValueError as e:             # a corrupt file: start disarmed, and say so
+            log.error('alarm:', e)
+            saved = {}
+        if not isinstance(saved, dict):
+            saved = {}
         self.state = saved.get('state', 'disarmed')
         if self.state not in ('disarmed', 'armed', 'auto-armed'):
             self.state = 'disarmed'
@@ -163,8 +169,7 @@ class Alarm:
                 d = self._luma(frame, w, h)
             except ValueError as e:
                 frame = None
-                self.error = str(e)
-                self.log.warn('alarm: frame refused:', e)
+                self._refused(str(e))
                 continue
             except MemoryError:
                 frame = None
@@ -185,6 +190,13 @@ class Alarm:
             rest = 1000 // self.cfg.detect_fps - time.ticks_diff(time.ticks_ms(), start)
             if rest > 0:
                 await asyncio.sleep_ms(rest)
+
+    def _refused(self, why):
+        """Keep the reason for the status; log it when it changes, not for every frame (a camera
+        sending bad frames at detect_fps would flush the log and the LFCP LOG queue)."""
+        if why != self.error:
+            self.log.warn('alarm: frame refused:', why)
+        self.error = why
 
     def _luma(self, frame, w, h):
         """Luma of `frame` into the extractor; returns the detector for its size. Buffers are

@@ -247,15 +247,15 @@ class CameraService:
                 frame = self.drv.capture()
             except MemoryError:
                 # No block for the frame: most often a viewer still sending the last frame holds
-                # the heap a second one would need. Once, give the senders half a period and try
-                # again; a shortage that persists is a failed capture, not a dead task (a task
-                # restart backs off for up to a minute), and N in a row reboot the board.
+                # the heap a second one would need. Once, retry at the next period (the pacing
+                # lets the senders finish meanwhile); a shortage that persists is a failed
+                # capture, not a dead task (a task restart backs off for up to a minute), and N
+                # in a row reboot the board.
                 frame = None
                 gc.collect()
                 self.stats['no_memory'] += 1
                 if not short:
                     short = True
-                    await asyncio.sleep_ms(period // 2)
                     continue
                 why = 'capture: no memory for the frame'
             if not frame:

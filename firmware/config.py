@@ -212,6 +212,8 @@ def validate(data):
             err = _check_value(name + '.' + key, SCHEMA[name][key], given[key])
             if err:
                 errors.append('config: ' + err)
+    if errors:
+        return errors       # the checks across sections below assume well-typed sections
     lfcp = data.get('lfcp', {})
     if isinstance(lfcp.get('servers'), list) and len(lfcp['servers']) > 2:
         errors.append('config: lfcp.servers: at most 2 management servers')

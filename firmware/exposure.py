@@ -231,8 +231,11 @@ class Exposure:
         desc = 'esp32cam %s' % self.cfg.device.name
         port = first
         reused = None
+        saved = None
         while port <= last:
-            self._save(port)
+            if port != saved:       # a retry of the same port needs no second flash write
+                self._save(port)
+                saved = port
             try:
                 await igd.add(port, self.internal(), ip, lease, desc)
                 self.lease = lease
@@ -243,6 +246,10 @@ class Exposure:
                     lease = 0
                     continue
                 if e.code != 718:
+                    if e.code is None and port not in self.stale:
+                        # no answer (or a garbled one): the router may have mapped it all the
+                        # same; keep the key check on until the clean-up has deleted it
+                        self.stale.append(port)
                     self._save()
                     raise
             ent = await igd.entry(port)

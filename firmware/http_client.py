@@ -15,11 +15,12 @@ from errno import EINPROGRESS, ETIMEDOUT, ECONNRESET
 
 CHUNK = 2048  # bytes per socket write: small enough to yield often, large enough for TLS records
 DNS_TTL_MS = 600000
+DNS_FAIL_MS = 30000
 MAX_HEADER_BYTES = 8192
 
 _ERRNO = {104: 'connection reset', 32: 'connection closed by peer', 111: 'connection refused',
           113: 'host unreachable', 110: 'timed out', 12: 'out of memory'}
-_dns = {}  # (host, port) -> (expiry ticks, getaddrinfo entry); getaddrinfo blocks the VM
+_dns = {}  # (host, port) -> (expiry ticks, getaddrinfo entry or the OSError of the lookup)
 _default_ctx = None
 
 
@@ -28,10 +29,6 @@ class Response:
         self.status = status
         self.headers = headers
         self.body = body
-
-    def json(self):
-        import json
-        return json.loads(self.body)
 
 
 def der_certs(data):
@@ -102,17 +99,24 @@ def urlsplit(url):
 
 
 def resolve(host, port):
+    """getaddrinfo blocks the VM: an answer is kept DNS_TTL_MS, a failure DNS_FAIL_MS (so the
+    retries of every client during an outage do not each stall the loop for the resolver's
+    timeout)."""
     key = (host, port)
     hit = _dns.get(key)
     now = time.ticks_ms()
     if hit and time.ticks_diff(hit[0], now) > 0:
+        if isinstance(hit[1], OSError):
+            raise hit[1]
         return hit[1]
+    if len(_dns) > 8:
+        _dns.clear()
     try:
         ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
     except OSError as e:
-        raise OSError(e.errno, '%s:%d: DNS lookup failed (%s)' % (host, port, e))
-    if len(_dns) > 8:
-        _dns.clear()
+        err = OSError(e.errno, '%s:%d: DNS lookup failed (%s)' % (host, port, e))
+        _dns[key] = (time.ticks_add(now, DNS_FAIL_MS), err)
+        raise err
     _dns[key] = (time.ticks_add(now, DNS_TTL_MS), ai)
     return ai
 
@@ -325,10 +329,10 @@ async def request(method, url, headers=None, body=None, timeout=10, ssl=None, ma
     except EOFError:
         raise OSError(ECONNRESET, '%s: connection closed during %s' % (where, phase))
     except OSError as e:
-        if phase == 'connect':
-            forget(host, port)
         if e.args and isinstance(e.args[-1], str) and e.args[-1].startswith(where):
-            raise  # already ours (DNS)
+            raise  # already ours (DNS): its failure stays cached
+        if phase == 'connect':
+            forget(host, port)   # the address may have changed: look it up again next time
         raise OSError(e.errno, '%s: %s failed: %s' % (where, phase, _ERRNO.get(e.errno, 'errno %s' % e.errno)))
     except ValueError as e:  # TLS verification failures come as ValueError from mbedTLS
         msg = e.args[0].strip() if e.args and isinstance(e.args[0], str) else 'bad answer'

@@ -17,6 +17,8 @@ class Log:
         """Mask `value` wherever it appears from now on (empty and short values are ignored)."""
         if value and len(value) >= 4 and value not in self._secrets:
             self._secrets.append(value)
+            # longest first: a secret that contains another is masked whole, not in part
+            self._secrets.sort(key=len, reverse=True)
 
     def redact(self, text):
         for s in self._secrets:

@@ -439,14 +439,16 @@ class Management:
         if addr is None:
             return 0
         seq = 0
-        if self.key is not None and not (srv and self.legacy):
-            seq = self._next_seq()
-            data = lfcp.encode(self.name, typ, params, seq, self.key)
-        else:
-            data = lfcp.encode(self.name, typ, params)
         try:
+            # encode refuses a message over LFCP's 128 bytes (a long name, reason or command
+            # id): a send error, never an exception that ends the caller's task
+            if self.key is not None and not (srv and self.legacy):
+                seq = self._next_seq()
+                data = lfcp.encode(self.name, typ, params, seq, self.key)
+            else:
+                data = lfcp.encode(self.name, typ, params)
             self.sock.sendto(data, addr)
-        except OSError:
+        except (OSError, ValueError):
             self.stats['send_errors'] += 1
             return 0
         self.stats['sent'] += 1

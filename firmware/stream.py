@@ -21,23 +21,6 @@ STALL_MS = 10000
 FRAME_GUESS = 32768     # bytes of a VGA frame, until the camera has captured one
 
 
-async def send_all(stream, buf):
-    """Write all of `buf` to the stream's socket without copying it; raises OSError on failure."""
-    sock = stream.s
-    mv = memoryview(buf)
-    off = 0
-    n = len(buf)
-    io = asyncio.core._io_queue
-    while off < n:
-        yield io.queue_write(sock)
-        w = sock.write(mv[off:])
-        if w is None:
-            continue
-        if w <= 0:
-            raise OSError(104)
-        off += w
-
-
 class PartHeaders:
     """The per-frame part header, built once per frame and boundary, shared by all viewers."""
 
@@ -73,6 +56,12 @@ class Viewer:
 
     def __aiter__(self):
         self.task = asyncio.current_task()
+        if len(self.server.viewers) >= self.server.cfg.max_viewers:
+            # start() checked the limit, but a burst of connections all pass it before any
+            # registers here (sending the headers yields): the late ones end at once
+            self.closed = True
+            self.server.refused += 1
+            return self
         self.server.viewers.append(self)
         self.cam.acquire()
         if self.cam.fresh():
@@ -89,8 +78,8 @@ class Viewer:
             frame = self.cam.frame
             self.progress = time.ticks_ms()
             self.sending = True
-            await send_all(self.stream, self.headers.get(self.seq))
-            await send_all(self.stream, frame)
+            await web.send_all(self.stream, self.headers.get(self.seq))
+            await web.send_all(self.stream, frame)
             self.sending = False
         except (OSError, asyncio.CancelledError):
             # Gone, reset, timed out, or dropped by the stall reaper: end the response quietly;
@@ -134,7 +123,7 @@ class StreamServer:
             if action == 'stream':
                 return self.start(req, MJPG_BOUNDARY)
             if action == 'snapshot':
-                return await web.snapshot(self.cam, 'snapshot.jpg')
+                return await web.snapshot(req, self.cam, 'snapshot.jpg')
             if action is None:
                 return web.redirect('/stream')
             return web.error(400, 'unknown action %r: use stream or snapshot' % action)

@@ -321,6 +321,7 @@ class Telegram:
             self.not_before = time.ticks_ms()
         self.backoff_until = None
         self._wake.set()
+        self._changed.set()     # the poller too
 
     def _wait_429(self, seconds):
         until = time.ticks_add(time.ticks_ms(), seconds * 1000)
@@ -460,16 +461,9 @@ class Telegram:
         while True:
             try:
                 await self._poll_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
+            except Exception as e:  # CancelledError is no Exception here: a cancel ends the loop
                 self.log.error('telegram: poller:', repr(e))
                 await asyncio.sleep(1)
-
-    async def run(self):
-        """Both loops; app.py may instead spawn run_sender and run_poller as two tasks."""
-        asyncio.create_task(self.run_sender())
-        await self.run_poller()
 
     async def _poll_once(self):
         if not self.token or self.poll_s == 0 or self.auth_failed:
@@ -490,8 +484,14 @@ class Telegram:
         finally:
             self._poll_task = None
         if updates is None:
-            await asyncio.sleep(self.poll_delay)
-            self.poll_delay = min(self.poll_delay * 2, BACKOFF_MAX_S)
+            # back off, but wake at once when the uplink returns or the credentials change
+            d = self.poll_delay
+            self.poll_delay = min(d * 2, BACKOFF_MAX_S)
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), d)
+            except asyncio.TimeoutError:
+                pass
             return
         self.poll_delay = 1
         for u in updates:
@@ -584,8 +584,6 @@ class Telegram:
                 return None  # the photo is the answer
             except CommandError as e:
                 return 'photo failed: %s' % (e.args[0] if e.args else 'error')
-        if name in ('open', 'close') and not self.commands.has(name):
-            return '/%s: not available' % name
         if name not in ('arm', 'disarm', 'status', 'reboot', 'open', 'close'):
             return 'unknown command /%s, try /help' % name
         if not self.commands.has(name):

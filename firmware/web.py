@@ -84,8 +84,45 @@ def common(app, log, guard=None):
         return res
 
 
-async def snapshot(cam, filename):
-    """One JPEG with CameraWebServer's /capture headers."""
+async def send_all(stream, buf):
+    """Write all of `buf` to the stream's socket without copying it; raises OSError on failure."""
+    sock = stream.s
+    mv = memoryview(buf)
+    off = 0
+    n = len(buf)
+    io = asyncio.core._io_queue
+    while off < n:
+        yield io.queue_write(sock)
+        w = sock.write(mv[off:])
+        if w is None:
+            continue
+        if w <= 0:
+            raise OSError(104)
+        off += w
+
+
+class _Once:
+    """A response body that sends one buffer straight from memory: asyncio's Stream.write would
+    copy whatever the socket did not take at once (most of a frame on lwIP's small buffers)."""
+
+    def __init__(self, req, buf):
+        self.stream = req.sock[1]
+        self.buf = buf
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        buf = self.buf
+        if buf is None:
+            raise StopAsyncIteration
+        self.buf = None
+        await send_all(self.stream, buf)
+        return b''
+
+
+async def snapshot(req, cam, filename):
+    """One JPEG with CameraWebServer's /capture headers, sent without a copy."""
     try:
         frame = await cam.snapshot()
     except OSError as e:
@@ -94,8 +131,9 @@ async def snapshot(cam, filename):
     h = {'Content-Type': 'image/jpeg', 'Content-Disposition': 'inline; filename=' + filename,
          'X-Timestamp': '%d.%06d' % (us // 1000000, us % 1000000),
          'Cache-Control': 'no-store'}
+    h['Content-Length'] = str(len(frame))
     h.update(CORS)
-    return Response(frame, 200, h)
+    return Response(_Once(req, frame), 200, h)
 
 
 def quiet(log):

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -19,20 +20,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, 'tools'))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from helpers import free_port  # noqa: E402
+from helpers import free_port, merge  # noqa: E402
 from simulate import Board  # noqa: E402
 from vm.lfcp_harness import Servers  # noqa: E402
 
 ADMIN = ('admin', 'test-admin-pw')
-
-
-def merge(base, extra):
-    for k, v in (extra or {}).items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
-            merge(base[k], v)
-        else:
-            base[k] = v
-    return base
 
 
 class Device:

@@ -90,9 +90,6 @@ class Peers:
             self._stops.append(self._servers.close)
         return self._servers.start(key=key, port=port, **kw)
 
-    def stop_lfcp(self, srv):
-        self._servers.stop_server(srv)
-
     def _device(self, srv, name, what):
         def get():
             d = srv.devices.get(name)

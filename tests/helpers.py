@@ -39,6 +39,16 @@ def wait_port(port, timeout=20.0, host='127.0.0.1'):
     return False
 
 
+def merge(base, extra):
+    """Merge the nested dict `extra` (or None) into `base` in place; return `base`."""
+    for k, v in (extra or {}).items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            merge(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
 class MjpegReader:
     """Reads a multipart/x-mixed-replace response from a raw socket, part by part."""
 

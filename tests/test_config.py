@@ -41,6 +41,8 @@ def test_errors_name_the_key():
         '{"http": {"control_port": 81}}': 'must differ',
         '{"telegram": {"chat_ids": ["12"]}}': 'telegram.chat_ids',
         '[': 'not valid JSON',
+        '{"http": 5}': 'http: must be an object',
+        '{"lfcp": []}': 'lfcp: must be an object',
     }
     for text, expect in cases.items():
         code = 'from firmware import config\ntry:\n config.parse(%r)\n print("accepted")\nexcept config.ConfigError as e:\n print(e)' % text

@@ -195,6 +195,30 @@ def fd_count(pid):
     return len(os.listdir('/proc/%d/fd' % pid))
 
 
+def test_a_burst_of_viewers_cannot_pass_the_viewer_limit(firmware):
+    """Every connection of a burst passes the limit check before any has sent its headers and
+    registered: the slot is taken where the viewer registers, so the limit holds."""
+    dev = firmware({'http': {'max_viewers': 2}})
+    port = dev.ports['stream']
+    socks = []
+    for _ in range(8):
+        s = socket.create_connection(('127.0.0.1', port), timeout=10)
+        socks.append(s)
+    for s in socks:
+        s.sendall(b'GET /stream HTTP/1.1\r\n\r\n')
+    try:
+        end = time.monotonic() + 10
+        st = dev.status()
+        while st['stream']['refused'] < 6 and time.monotonic() < end:
+            time.sleep(0.2)
+            st = dev.status()
+        assert st['stream']['viewers'] <= 2 and st['camera']['viewers'] <= 2, st['stream']
+        assert st['stream']['refused'] == 6, st['stream']
+    finally:
+        for s in socks:
+            s.close()
+
+
 def test_disconnects_leak_nothing(firmware):
     dev = firmware({'camera': {'framesize': 'QVGA'}, 'http': {'max_viewers': 32}})
     r = MjpegReader(dev.ports['stream'])

@@ -29,12 +29,13 @@ import urllib.parse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path[:0] = [HERE, ROOT]
+sys.path[:0] = [HERE, ROOT, os.path.join(ROOT, 'tests')]
 
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from firmware import lfcp  # noqa: E402
+from helpers import free_port  # noqa: E402
 
 KEY = 'fuzz-key-0123456789abcdef'
 NAME = 'fuzzcam'
@@ -539,21 +540,13 @@ def config(lfcp_port, ports, servers=(), extra=None):
         'lfcp': {'key': KEY, 'port': lfcp_port, 'heartbeat_s': 2, 'unreachable_after_s': 10,
                  'rate_limit': 10000, 'servers': list(servers)},
         # no DNS on this machine's loopback runs: a closed local port instead of api.telegram.org
-        'telegram': {'api_url': 'https://127.0.0.1:%d' % _free(socket.SOCK_STREAM)},
-        'upnp': {'ssdp': '127.0.0.1:%d' % _free(socket.SOCK_DGRAM)},
+        'telegram': {'api_url': 'https://127.0.0.1:%d' % free_port(socket.SOCK_STREAM)},
+        'upnp': {'ssdp': '127.0.0.1:%d' % free_port(socket.SOCK_DGRAM)},
         'alarm': {'auto_arm': False},
     }
     for k, v in (extra or {}).items():
         c.setdefault(k, {}).update(v)
     return c
-
-
-def _free(kind):
-    s = socket.socket(socket.AF_INET, kind)
-    s.bind(('127.0.0.1', 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 # --- the bench ----------------------------------------------------------------------------------
@@ -597,9 +590,10 @@ def main(argv=None):
     from vm.lfcp_harness import Servers
 
     flash = tempfile.mkdtemp(prefix='fuzz-flash-')
-    ports = {'control_port': _free(socket.SOCK_STREAM), 'stream_port': _free(socket.SOCK_STREAM),
-             'admin_port': _free(socket.SOCK_STREAM)}
-    lport = _free(socket.SOCK_DGRAM)
+    ports = {'control_port': free_port(socket.SOCK_STREAM),
+             'stream_port': free_port(socket.SOCK_STREAM),
+             'admin_port': free_port(socket.SOCK_STREAM)}
+    lport = free_port(socket.SOCK_DGRAM)
     servers = Servers()
     srv = servers.start(key=KEY)
     os.makedirs(os.path.join(flash, '.sim'))
@@ -612,7 +606,7 @@ def main(argv=None):
     try:
         if not board.wait_ready(list(ports.values()), 60):
             print('firmware did not come up:\n' + board.console()[-3000:])
-            return 1
+            sys.exit(1)
         fz = Fuzzer({'control': ports['control_port'], 'stream': ports['stream_port'],
                      'admin': ports['admin_port']}, lport, seed=a.seed)
         pid = board.pid

@@ -24,9 +24,11 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, 'tests'))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 from firmware import lfcp  # noqa: E402
+from helpers import free_port  # noqa: E402
 import lfcp_server  # noqa: E402
 
 VM = os.path.join(ROOT, '.venv', 'bin', 'micropython')
@@ -35,16 +37,8 @@ KEY = 'bench-key-0123456789abcdef'
 WINDOW = 128
 
 
-def _free(kind):
-    s = socket.socket(socket.AF_INET, kind)
-    s.bind(('127.0.0.1', 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
 def server_throughput(devices, seconds):
-    udp, api = _free(socket.SOCK_DGRAM), _free(socket.SOCK_STREAM)
+    udp, api = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
     proc = subprocess.Popen(
         [sys.executable, os.path.join(HERE, 'lfcp_server.py'), 'serve', '--quiet', '--host',
          '127.0.0.1', '--port', str(udp), '--api', '127.0.0.1:%d' % api],

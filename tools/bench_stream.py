@@ -167,7 +167,6 @@ def main():
             # last one's 8 slots free, or some of this one would be refused (max_viewers 16)
             idle(ports[2])
             bursts.append(max(first_frames(ports[1])))
-        st4 = None
         counts = [0] * 4
         ts = [threading.Thread(target=watch, args=(ports[1], '/stream', 3, counts, i)) for i in range(4)]
         for t in ts:

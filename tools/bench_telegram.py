@@ -174,7 +174,7 @@ def main():
             r = measure(tmp, fake, pki['ca_der'], path, n)
             results[n] = r
             if not r['ok']:
-                rows.append([n, 'failed: ' + r['why'], '', '', '', '', ''])
+                rows.append([n, 'failed: ' + r['why'], '', '', '', ''])
                 continue
             lat = r['lat']
             rows.append([n, '%.0f' % (1000 * statistics.median(lat)), '%.0f' % (1000 * max(lat)),

@@ -270,8 +270,9 @@ class LfcpServer(asyncio.DatagramProtocol):
             raise ValueError('at most 5 parameters')
         if typ == 'TLGC' and len(params) != 2:
             raise ValueError('TLGC needs a bot token and a chat id')
-        dev = self.devices.get(name) or self.devices.setdefault(name, Device(name))
         c = Command(self.ids(), typ, params)
+        lfcp.encode(name, typ, c.fields())   # ValueError (the API's 400) if it cannot be sent
+        dev = self.devices.get(name) or self.devices.setdefault(name, Device(name))
         dev.queue.append(c)
         self._dirty = True
         return c
@@ -414,7 +415,9 @@ def direct(target, name, key, typ, params, timeout=2.0, tries=3):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.settimeout(0.2)
     got = []
-    fields = [lfcp.clean(p) for p in params] + ['0'] * (5 - len(params)) + [str(cid)]
+    if len(params) > 5:
+        raise ValueError('at most 5 parameters')
+    fields = Command(cid, typ, params).fields()
     seq = int(time.time() * 1000)
     try:
         for _ in range(tries):
@@ -487,7 +490,10 @@ def main(argv=None):
             pass
         return
     if args.cmd == 'direct':
-        got = direct(args.target, args.name, _key(args), args.type, args.params)
+        try:
+            got = direct(args.target, args.name, _key(args), args.type, args.params)
+        except ValueError as e:   # too many parameters, or a message over 128 bytes
+            sys.exit('direct: %s' % e)
         for f in got:
             print(','.join(f))
         sys.exit(0 if got and not any(f[1] == 'ERR' for f in got) else 1)

@@ -43,7 +43,7 @@ ROOT = os.path.dirname(HERE)
 sys.path[:0] = [HERE, os.path.join(ROOT, 'tests')]
 
 import fake_telegram  # noqa: E402
-from helpers import MjpegReader, free_port  # noqa: E402
+from helpers import MjpegReader, free_port, merge  # noqa: E402
 from simulate import Board  # noqa: E402
 from vm.lfcp_harness import KEY, Servers  # noqa: E402
 
@@ -60,15 +60,6 @@ def env_num(name, default, kind=float):
         return kind(os.environ.get(name, default))
     except ValueError:
         sys.exit('%s must be a number' % name)
-
-
-def merge(base, extra):
-    for k, v in extra.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
-            merge(base[k], v)
-        else:
-            base[k] = v
-    return base
 
 
 def slope(points):

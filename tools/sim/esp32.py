@@ -1,7 +1,6 @@
 # Simulator stand-in for the ESP32 port's `esp32` module (runs inside the MicroPython unix
 # VM). See docs/simulator.md.
 import gc
-import os
 import time
 import simstate as _s
 

@@ -1,7 +1,6 @@
 # Simulator stand-in for the ESP32 port's `machine` module (runs inside the MicroPython
 # unix VM; shadows the unix port's own `machine`). See docs/simulator.md.
 import os
-import sys
 import time
 import simstate as _s
 
