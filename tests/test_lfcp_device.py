@@ -346,3 +346,24 @@ def test_service_stays_off_without_a_key(device):
     wait(lambda: 'SERVICE RETURNED' in d.lines, 10, 'service off')
     assert any('lfcp: off' in ln for ln in d.lines)
     assert d.status()['enabled'] is False
+
+
+def test_a_reply_too_long_for_lfcp_does_not_stop_the_commands(servers, device):
+    """An ERR naming a 60-character command id from a 31-character device is over LFCP's 128
+    bytes: it cannot be sent (a send error), and the next command still runs."""
+    name = 'c' * 31
+    a = servers.start()
+    d = device({'servers': [addr(a)]}, name=name, env={'LFCP_FAIL': 'arm'})
+    lfcp = lfcp_server.lfcp
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        seq = int(time.time() * 1000)
+        s.sendto(lfcp.encode(name, 'ENAL', ['0'] * 5 + ['i' * 60], seq, lfcp.Hmac(KEY)),
+                 ('127.0.0.1', d.port))
+        wait(lambda: d.runs('arm'), 10, 'the ENAL to run (and fail)')
+    finally:
+        s.close()
+    got = lfcp_server.direct('127.0.0.1:%d' % d.port, name, KEY, 'DSAL', [])
+    assert got and got[0][1] == 'ACK', got
+    wait(lambda: d.runs('disarm'), 10, 'DSAL to run after the ERR that could not be sent')
+    assert d.status()['stats']['send_errors'] >= 1
