@@ -7,43 +7,51 @@ MP      := $(BIN)/micropython
 SIMDIR  ?= sim/flash
 PORT    ?= /dev/ttyUSB0
 MARCH   ?= xtensawin
+JOBS    ?= 6
 
-.PHONY: setup sim test bench soak build deploy clean
+.PHONY: setup sim test check bench soak build deploy clean
 
 setup: $(VENV)/.stamp lib/.stamp sim/frames/.stamp
 
 $(VENV)/.stamp: requirements.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt
+	# the repository and tools/ on the venv's path: firmware, sim, peers, testkit import as packages
+	printf '%s\n%s\n' "$(CURDIR)" "$(CURDIR)/tools" > "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/esp32cam-alarm.pth"
 	touch $@
 
-lib/.stamp: $(VENV)/.stamp tools/install_lib.py
-	$(BIN)/python tools/install_lib.py lib
+lib/.stamp: $(VENV)/.stamp tools/build/install_lib.py
+	$(BIN)/python tools/build/install_lib.py lib
 	touch $@
 
-sim/frames/.stamp: $(VENV)/.stamp tools/scene.py
-	$(BIN)/python tools/scene.py sim/frames
+sim/frames/.stamp: $(VENV)/.stamp tools/sim/scene.py
+	$(BIN)/python tools/sim/scene.py sim/frames
 	touch $@
 
 sim: setup
-	@$(BIN)/python tools/sim_config.py $(SIMDIR)
-	$(BIN)/python tools/simulate.py --flash $(SIMDIR)
+	@$(BIN)/python tools/sim/first_config.py $(SIMDIR)
+	$(BIN)/python tools/sim/simulate.py --flash $(SIMDIR)
 
+# Everything (CI): system tests run in parallel workers, each on its own range of ports.
 test: setup
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile tests
+
+# The fast subset to run while working: no firmware boots, under a minute.
+check: setup
+	$(BIN)/python -m pytest -q -n 2 tests/unit
 
 bench: setup build
-	$(BIN)/python tools/bench.py
+	$(BIN)/python bench/bench.py
 
 soak: setup build
-	$(BIN)/python tools/soak.py
+	$(BIN)/python bench/soak.py
 
 build: $(VENV)/.stamp lib/.stamp
-	$(BIN)/python tools/build.py --march $(MARCH) build/esp32
-	$(BIN)/python tools/build.py --march x64 build/x64
+	$(BIN)/python tools/build/build.py --march $(MARCH) build/esp32
+	$(BIN)/python tools/build/build.py --march x64 build/x64
 
 deploy: build lib/.stamp
-	$(BIN)/python tools/deploy.py --port $(PORT) --build build/esp32 $(if $(filter-out 0,$(DRY_RUN)),--dry-run)
+	$(BIN)/python tools/build/deploy.py --port $(PORT) --build build/esp32 $(if $(filter-out 0,$(DRY_RUN)),--dry-run)
 
 clean:
 	rm -rf build sim lib $(VENV)

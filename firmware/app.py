@@ -5,19 +5,19 @@ import os
 import sys
 import time
 
-from firmware.admin import AdminServer
-from firmware.alarm import Alarm
-from firmware.camera_service import CameraService
-from firmware.commands import BadArgs, CommandError, Commands
-from firmware.control import ControlServer
-from firmware.events import Bus
-from firmware.internet import Internet
-from firmware.log import Log
-from firmware.recovery import Recovery
-from firmware.stream import StreamServer
-from firmware.supervisor import Supervisor
-from firmware.web import Listener, quiet
-from firmware.wifi import Wifi
+from firmware.alarm.panel import Alarm
+from firmware.camera.service import CameraService
+from firmware.core.commands import BadArgs, CommandError, Commands
+from firmware.core.events import ALARM, Bus
+from firmware.core.log import Log
+from firmware.core.recovery import Recovery
+from firmware.core.supervisor import Supervisor
+from firmware.net.internet import Internet
+from firmware.net.wifi import Wifi
+from firmware.web.admin import AdminServer
+from firmware.web.common import Listener, quiet
+from firmware.web.control import ControlServer
+from firmware.web.stream import StreamServer
 
 
 def exists(path):
@@ -51,11 +51,11 @@ class App:
         self.running = False        # True once run() has spawned the tasks
         self.mgmt = None
         if cfg.lfcp.key or cfg.lfcp.legacy:
-            from firmware.management import Management
+            from firmware.lfcp.client import Management
             self.mgmt = Management(cfg, log, bus, self.commands, bind=cfg.http.bind,
                                    beat=lambda: sup.beat('lfcp'))
             log.sinks.append(self.mgmt.log_sink)
-            bus.on('alarm', self._alarm_to_management)
+            bus.on(ALARM, self._alarm_to_management)
         self.alarm = Alarm(self.cam, cfg.alarm, log, bus, internet=self.internet.check,
                            management_configured=self.mgmt is not None and bool(cfg.lfcp.servers))
         self.telegram = None
@@ -74,7 +74,7 @@ class App:
     # --- the optional services, built on first need ------------------------------------------
     def _telegram(self):
         if self.telegram is None:
-            from firmware.telegram import Telegram
+            from firmware.telegram.bot import Telegram
             self.telegram = Telegram(self.cfg, self.log, self.bus, self.commands, self.cam)
             if self.running:
                 self._spawn_telegram()
@@ -86,7 +86,7 @@ class App:
 
     def _exposure(self):
         if self.exposure is None:
-            from firmware.exposure import Exposure
+            from firmware.remote.port_forward import Exposure
             self.exposure = Exposure(self.cfg, self.log, notify=self._notify, bus=self.bus)
             self.recovery.on_shutdown('upnp', self.exposure.shutdown)
             if self.running:
@@ -137,14 +137,14 @@ class App:
                 self.cfg.device.name, cam.state, self.alarm.state, len(self.stream.viewers),
                 time.time() - self.started, gc.mem_free())
 
-        c.register('camera_on', camera_on, 'initialise the camera')
-        c.register('camera_off', camera_off, 'de-initialise the camera (power saving)')
-        c.register('reboot', reboot, 'restart the board')
-        c.register('sleep', sleep, 'deep sleep for N seconds')
-        c.register('status', status, 'one-line status')
-        c.register('arm', self.alarm.arm, 'arm the motion alarm')
-        c.register('disarm', self.alarm.disarm, 'disarm the motion alarm')
-        c.register('alarm_test', self.alarm.test, 'raise a test alarm')
+        c.register('camera_on', camera_on)
+        c.register('camera_off', camera_off)
+        c.register('reboot', reboot)
+        c.register('sleep', sleep)
+        c.register('status', status)
+        c.register('arm', self.alarm.arm)
+        c.register('disarm', self.alarm.disarm)
+        c.register('alarm_test', self.alarm.test)
         async def photo(args):
             if self.telegram is None:
                 raise CommandError('Telegram is not configured')
@@ -159,10 +159,10 @@ class App:
         async def close_port(args):
             return await self._exposure().close(args)
 
-        c.register('photo', photo, 'send a photo to Telegram')
-        c.register('telegram_set', telegram_set, 'store the Telegram bot token and chat')
-        c.register('open', open_port, 'open a router port to the camera; replies the URL')
-        c.register('close', close_port, 'close the router port')
+        c.register('photo', photo)
+        c.register('telegram_set', telegram_set)
+        c.register('open', open_port)
+        c.register('close', close_port)
 
     # --- status of the whole device -----------------------------------------------------------
     def status(self):
@@ -223,16 +223,16 @@ class App:
 
 def load_config(path):
     """Validate config.json, then drop the schema and its checks from the heap (~20 KB)."""
-    import firmware
-    from firmware import config
+    import firmware.config
+    from firmware.config import schema
     try:
-        cfg = config.load(path)
-    except config.ConfigError as e:
+        cfg = schema.load(path)
+    except schema.ConfigError as e:
         print(str(e))
         print('config refused: fix config.json and restart')
         sys.exit(1)
-    del sys.modules['firmware.config']
-    del firmware.config
+    del sys.modules['firmware.config.schema']
+    del firmware.config.schema
     return cfg
 
 

@@ -7,24 +7,28 @@ Each device gets a temporary flash directory, free loopback ports and a test adm
 is stopped after the test whatever happened.
 """
 import base64
+import fcntl
 import json
 import os
+import subprocess
 import sys
 import urllib.error
 import urllib.parse
 import urllib.request
 
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, 'tools'))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from helpers import free_port, merge  # noqa: E402
-from simulate import Board  # noqa: E402
-from vm.lfcp_harness import Servers  # noqa: E402
+from sim.simulate import Board  # noqa: E402
+from testkit.helpers import free_port, merge  # noqa: E402
+from testkit.paths import ROOT
+from testkit.vm.lfcp_harness import Servers  # noqa: E402
 
 ADMIN = ('admin', 'test-admin-pw')
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:  # tests/system/ boots the firmware: `-m "not system"` leaves them out
+        if os.sep + 'system' + os.sep in str(item.path):
+            item.add_marker(pytest.mark.system)
 
 
 class Device:
@@ -107,6 +111,40 @@ def firmware(tmp_path):
     yield start
     for dev in made:
         dev.board.stop()
+
+
+class _Build:
+    """`make build`, one at a time across the parallel workers (they share build/)."""
+
+    def lock(self):
+        os.makedirs(os.path.join(ROOT, 'build'), exist_ok=True)
+        return _FileLock(os.path.join(ROOT, 'build', '.lock'))
+
+    def __call__(self, locked=False):
+        if not locked:
+            with self.lock():
+                return self(locked=True)
+        r = subprocess.run(['make', '-s', 'build'], cwd=ROOT, capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+
+
+class _FileLock:
+    def __init__(self, path):
+        self.f = open(path, 'w')
+
+    def __enter__(self):
+        fcntl.flock(self.f, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.f, fcntl.LOCK_UN)
+        self.f.close()
+
+
+@pytest.fixture
+def make_build():
+    return _Build()
 
 
 @pytest.fixture

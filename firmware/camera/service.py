@@ -1,0 +1,305 @@
+"""The one owner of the camera driver: a single capture loop feeds every consumer.
+
+Viewers, snapshots and motion detection never call the driver; they state a demand and wait for
+the next frame. The loop captures at the highest rate anybody needs (the configured maximum while
+someone streams, the detection rate while only the detector looks, nothing while nobody does), so
+one capture serves every consumer. `camera.capture()` blocks the VM until the sensor delivers, so
+the loop sleeps on asyncio until just before the next frame is due and lets the viewers send in
+that time. A failed capture or init is retried with deinit/init and backoff; after too many
+failures in a row the board is rebooted through `on_give_up`.
+"""
+import asyncio
+import gc
+import time
+
+from firmware.camera.framesize import FRAMESIZES
+from firmware.core.events import CAMERA
+
+# CameraWebServer's /status keys with the driver setter that applies each (None: accepted and
+# reported, but micropython-camera-driver has no setter for it).
+SETTERS = {
+    'framesize': 'framesize', 'quality': 'quality', 'brightness': 'brightness',
+    'contrast': 'contrast', 'saturation': 'saturation', 'special_effect': 'speffect',
+    'wb_mode': 'whitebalance', 'vflip': 'flip', 'hmirror': 'mirror',
+    'sharpness': None, 'awb': None, 'awb_gain': None, 'aec': None, 'aec2': None,
+    'ae_level': None, 'aec_value': None, 'agc': None, 'agc_gain': None, 'gainceiling': None,
+    'bpc': None, 'wpc': None, 'raw_gma': None, 'lenc': None, 'dcw': None, 'colorbar': None,
+    'led_intensity': None,
+}
+RANGES = {
+    'framesize': (0, len(FRAMESIZES) - 1), 'quality': (10, 63), 'brightness': (-2, 2),
+    'contrast': (-2, 2), 'saturation': (-2, 2), 'sharpness': (-2, 2), 'special_effect': (0, 6),
+    'wb_mode': (0, 4), 'ae_level': (-2, 2), 'aec_value': (0, 1200), 'agc_gain': (0, 30),
+    'gainceiling': (0, 6), 'led_intensity': (0, 255),
+}
+DEFAULTS = {
+    'awb': 1, 'awb_gain': 1, 'aec': 1, 'aec2': 0, 'ae_level': 0, 'aec_value': 168, 'agc': 1,
+    'agc_gain': 0, 'gainceiling': 0, 'bpc': 0, 'wpc': 1, 'raw_gma': 1, 'lenc': 1, 'dcw': 1,
+    'colorbar': 0, 'sharpness': 0, 'led_intensity': 0,
+}
+SIZES = {
+    '96X96': (96, 96), 'QQVGA': (160, 120), 'QCIF': (176, 144), 'HQVGA': (240, 176),
+    '240X240': (240, 240), 'QVGA': (320, 240), 'CIF': (400, 296), 'HVGA': (480, 320),
+    'VGA': (640, 480), 'SVGA': (800, 600), 'XGA': (1024, 768), 'HD': (1280, 720),
+    'SXGA': (1280, 1024), 'UXGA': (1600, 1200),
+}
+
+
+class CameraService:
+    def __init__(self, driver, cfg, log, bus=None, on_give_up=None, beat=None):
+        self.drv = driver
+        self.beat = beat or (lambda: None)   # progress for the watchdog, idle or busy
+        self.cfg = cfg
+        self.log = log
+        self.bus = bus
+        self.on_give_up = on_give_up
+        self.settings = dict(DEFAULTS)
+        for k in ('quality', 'brightness', 'contrast', 'saturation', 'special_effect', 'wb_mode',
+                  'vflip', 'hmirror'):
+            self.settings[k] = getattr(cfg, k)
+        self.settings['framesize'] = FRAMESIZES.index(cfg.framesize)
+        self.jpeg = cfg.format == 'JPEG'   # GRAYSCALE: raw pixels for detection only, no stream
+        self.frame = None          # latest frame (bytes), shared by every consumer
+        self.seq = 0               # number of the latest frame
+        self.stamp_ms = 0          # ticks_ms when it was captured
+        self.stamp_us = 0          # wall clock of the capture, microseconds (X-Timestamp)
+        self.state = 'starting'    # starting | on | off | failed
+        self.wanted = True         # False after camera_off
+        self.viewers = 0           # consumers that want every frame at max_fps
+        self.needs = {}            # name -> fps, low-rate consumers (motion detection)
+        self._oneshot = 0          # snapshots waiting for a fresh frame
+        self._waiters = 0          # consumers ready for the next frame right now
+        self._wake = asyncio.Event()
+        self._frame_ev = asyncio.Event()
+        self.stats = {'captures': 0, 'failed': 0, 'inits': 0, 'restarts': 0, 'no_memory': 0}
+        self._fails = 0            # failures in a row
+
+    # --- consumers -------------------------------------------------------------------------
+    def acquire(self):
+        """A viewer starts: capture at the full configured rate while anyone holds this."""
+        self.viewers += 1
+        self._wake.set()
+
+    def release(self):
+        self.viewers -= 1
+
+    def need(self, name, fps):
+        """A low-rate consumer (e.g. motion detection) wants frames at `fps`; 0 withdraws."""
+        if fps:
+            self.needs[name] = fps
+        else:
+            self.needs.pop(name, None)
+        self._wake.set()
+
+    def period_ms(self):
+        """Current capture period; 0 when nobody needs frames."""
+        if self.viewers:
+            return 1000 // self.cfg.max_fps
+        fps = max(self.needs.values()) if self.needs else 0
+        if self._oneshot and not fps:
+            return 1
+        return 1000 // fps if fps else 0
+
+    def fresh(self):
+        """The latest frame is recent enough to hand out instead of waiting for the next."""
+        p = self.period_ms() or 1000 // self.cfg.max_fps
+        return self.frame is not None and time.ticks_diff(time.ticks_ms(), self.stamp_ms) <= 2 * p
+
+    async def next_frame(self, after):
+        """Wait for a frame newer than number `after`; returns its number (frame in .frame)."""
+        self._waiters += 1
+        if self._waiters == 1:
+            self._wake.set()
+        try:
+            while self.seq <= after or self.frame is None:
+                await self._frame_ev.wait()
+        finally:
+            self._waiters -= 1
+        return self.seq
+
+    async def snapshot(self, timeout_ms=5000):
+        """A fresh JPEG: the latest frame if recent, else one captured for this request."""
+        if self.state == 'off':
+            raise OSError('camera is off')
+        if not self.jpeg:
+            raise OSError('camera.format is GRAYSCALE: no JPEG (detection only)')
+        if self.fresh():
+            return self.frame
+        self._oneshot += 1
+        self._wake.set()
+        try:
+            await asyncio.wait_for_ms(self.next_frame(self.seq), timeout_ms)
+        except asyncio.TimeoutError:
+            raise OSError('camera: no frame within %d ms (%s)' % (timeout_ms, self.state))
+        finally:
+            self._oneshot -= 1
+        return self.frame
+
+    # --- settings --------------------------------------------------------------------------
+    def apply(self, var, val):
+        """Set one CameraWebServer variable. KeyError: unknown var; ValueError: bad value."""
+        if var not in SETTERS:
+            raise KeyError(var)
+        lo, hi = RANGES.get(var, (0, 1))
+        if not lo <= val <= hi:
+            raise ValueError('%s must be %d..%d' % (var, lo, hi))
+        self.settings[var] = val
+        if self.state == 'on':
+            self._set(var, val)
+
+    def _set(self, var, val):
+        name = SETTERS[var]
+        if name is None:
+            return
+        if var == 'framesize':
+            val = getattr(self.drv, 'FRAME_' + FRAMESIZES[val])
+        getattr(self.drv, name)(val)
+
+    def size(self):
+        return SIZES[FRAMESIZES[self.settings['framesize']]]
+
+    # --- power -----------------------------------------------------------------------------
+    def turn_off(self):
+        self.wanted = False
+        self._wake.set()
+
+    def turn_on(self):
+        self.wanted = True
+        self._fails = 0
+        self._wake.set()
+
+    def _set_state(self, state):
+        if state != self.state:
+            self.state = state
+            self.log('camera', state)
+            if self.bus:
+                self.bus.emit(CAMERA, state)
+
+    def _init(self):
+        d = self.drv
+        try:
+            d.deinit()
+        except Exception:
+            pass
+        self.stats['inits'] += 1
+        d.init(0, format=d.JPEG if self.jpeg else d.GRAYSCALE, framesize=getattr(d, 'FRAME_' + FRAMESIZES[self.settings['framesize']]),
+               quality=self.settings['quality'], fb_location=d.PSRAM, fb_size=1,
+               xclk_freq=d.XCLK_20MHz if self.cfg.xclk_mhz == 20 else d.XCLK_10MHz)
+        for var in SETTERS:
+            if var not in ('framesize', 'quality'):
+                self._set(var, self.settings[var])
+
+    # --- the capture loop ------------------------------------------------------------------
+    async def _idle(self):
+        """Wait for demand, waking every second to show the watchdog we are alive."""
+        self._wake.clear()
+        try:
+            await asyncio.wait_for_ms(self._wake.wait(), 1000)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _nap(self, seconds):
+        for _ in range(seconds):
+            await asyncio.sleep(1)
+            self.beat()
+
+    async def run(self):
+        backoff = 1
+        short = False              # the last capture found no memory for its frame
+        last = time.ticks_ms()
+        while True:
+            self.beat()
+            if not self.wanted:
+                if self.state != 'off':
+                    self.drv.deinit()
+                    self._set_state('off')
+                await self._idle()
+                continue
+            if self.state != 'on':
+                try:
+                    self._init()
+                    self._set_state('on')
+                except (OSError, ValueError) as e:
+                    self._failed('init failed: %s' % e)
+                    await self._nap(backoff)
+                    backoff = min(backoff * 2, 30)
+                    continue
+            period = self.period_ms()
+            if not period:
+                await self._idle()
+                continue
+            if not self._waiters:
+                # Every consumer is still busy with the last frame (a viewer sending, say):
+                # a capture now would be thrown away, so wait until one is ready.
+                await self._idle()
+                continue
+            wait = time.ticks_diff(time.ticks_add(last, period), time.ticks_ms())
+            if wait > 0:
+                # Short naps, so a viewer joining a slow detector is served at once.
+                await asyncio.sleep_ms(wait if wait < 20 else 20)
+                continue
+            last = time.ticks_ms()
+            # capture() blocks the VM, so nobody can look at .frame meanwhile: let go of the old
+            # frame first (the attribute and this loop's own local), so that unless a viewer still
+            # sends it, its block can hold the new one.
+            self.frame = frame = None
+            why = 'capture failed'
+            try:
+                frame = self.drv.capture()
+            except MemoryError:
+                # No block for the frame: most often a viewer still sending the last frame holds
+                # the heap a second one would need. Once, retry at the next period (the pacing
+                # lets the senders finish meanwhile); a shortage that persists is a failed
+                # capture, not a dead task (a task restart backs off for up to a minute), and N
+                # in a row reboot the board.
+                frame = None
+                gc.collect()
+                self.stats['no_memory'] += 1
+                if not short:
+                    short = True
+                    continue
+                why = 'capture: no memory for the frame'
+            if not frame:
+                self.stats['failed'] += 1
+                if self._failed(why):
+                    self.drv.deinit()
+                    self._set_state('failed')
+                    await self._nap(backoff)
+                    backoff = min(backoff * 2, 30)
+                continue
+            backoff = 1
+            short = False
+            self._fails = 0
+            self.stats['captures'] += 1
+            self.frame = frame
+            self.stamp_ms = time.ticks_ms()
+            self.stamp_us = time.time_ns() // 1000
+            self.seq += 1
+            self._frame_ev.set()
+            self._frame_ev.clear()
+            await asyncio.sleep_ms(0)
+
+    def _failed(self, why):
+        """Count a failure; True when the driver should be restarted."""
+        self._fails += 1
+        self.log.warn('camera', why, '(%d in a row)' % self._fails)
+        limit = self.cfg.reboot_after_failures
+        if limit and self._fails >= limit and self.on_give_up:
+            self.log.error('camera: %d failures in a row, rebooting' % self._fails)
+            self.on_give_up('camera failed %d times in a row' % self._fails)
+        if self.state == 'on':
+            if self._fails % 3 == 0:
+                self.stats['restarts'] += 1
+                return True
+            return False
+        self._set_state('failed')
+        return False
+
+    def status(self):
+        w, h = self.size()
+        return {'state': self.state, 'format': self.cfg.format,
+                'framesize': FRAMESIZES[self.settings['framesize']],
+                'width': w, 'height': h, 'viewers': self.viewers, 'frames': self.seq,
+                'captures': self.stats['captures'], 'failed': self.stats['failed'],
+                'restarts': self.stats['restarts'], 'inits': self.stats['inits'],
+                'no_memory': self.stats['no_memory']}

@@ -1,0 +1,245 @@
+"""config.json: the schema, its defaults, and validation that names the offending key.
+
+Every key is documented in config.example.json (keys starting with "_" are comments). A value that is wrong is refused at boot with a
+message such as `config: camera.quality: must be 10..63, got 5`; an unknown key is refused too, so
+a typo never silently falls back to a default. Credentials default to empty: the feature that
+needs them stays off until they are set.
+"""
+import json
+
+from firmware.camera.framesize import FRAMESIZES
+from firmware.config.section import Section
+
+# key: (type, default, check). check is (lo, hi) for ints, a tuple of choices for strs,
+# a callable returning an error text or None, or None.
+
+
+def _min8(v):
+    return None if v == '' or len(v) >= 8 else 'must be empty (off) or at least 8 characters'
+
+
+def _hostports(v):
+    for s in v:
+        if not isinstance(s, str) or s.count(':') != 1 or not s.split(':')[1].isdigit():
+            return 'entries must be "host:port" strings, got %r' % (s,)
+    return None
+
+
+def _aps(v):
+    for ap in v:
+        if not isinstance(ap, dict) or not isinstance(ap.get('ssid'), str) or not ap['ssid']:
+            return 'entries must be {"ssid": ..., "password": ...}'
+        for k in ap:
+            if k not in ('ssid', 'password'):
+                return 'unknown key %r in an access point' % k
+    return None
+
+
+def _name(v):
+    if not v or len(v) > 31 or not _ident(v):
+        return 'must be 1..31 letters, digits, "-" or "_"'
+    return None
+
+
+def _ident(v):
+    for c in v:
+        if not (c.isalpha() or c.isdigit() or c in '-_'):
+            return False
+    return True
+
+
+def _ints(v):
+    for x in v:
+        if not isinstance(x, int) or isinstance(x, bool):
+            return 'entries must be integers, got %r' % (x,)
+    return None
+
+
+SCHEMA = {
+    'device': {
+        'name': (str, 'esp32cam', _name),
+    },
+    'wifi': {
+        'ap_ssid': (str, 'esp32cam-alarm', None),
+        'ap_password': (str, '', _min8),
+        'ap_channel': (int, 6, (1, 13)),
+        'upstream': (list, [], _aps),
+        'connect_timeout_s': (int, 15, (1, 300)),
+        'rounds_before_fallback': (int, 3, (1, 1000)),
+        'fallback': (str, 'ap_only', ('ap_only', 'deepsleep')),
+        'fallback_sleep_s': (int, 600, (1, 86400)),
+    },
+    'camera': {
+        'format': (str, 'JPEG', ('JPEG', 'GRAYSCALE')),
+        'framesize': (str, 'VGA', FRAMESIZES),
+        'quality': (int, 12, (10, 63)),
+        'max_fps': (int, 25, (1, 1000)),
+        'vflip': (int, 0, (0, 1)),
+        'hmirror': (int, 0, (0, 1)),
+        'brightness': (int, 0, (-2, 2)),
+        'contrast': (int, 0, (-2, 2)),
+        'saturation': (int, 0, (-2, 2)),
+        'special_effect': (int, 0, (0, 6)),
+        'wb_mode': (int, 0, (0, 4)),
+        'xclk_mhz': (int, 10, (10, 20)),
+        'reboot_after_failures': (int, 20, (0, 10000)),
+    },
+    'http': {
+        'bind': (str, '0.0.0.0', None),
+        'control_port': (int, 80, (1, 65535)),
+        'stream_port': (int, 81, (1, 65535)),
+        'admin_port': (int, 8080, (1, 65535)),
+        'max_viewers': (int, 8, (1, 32)),
+        'backlog': (int, 16, (1, 64)),
+    },
+    'admin': {
+        'user': (str, 'admin', None),
+        'password': (str, '', _min8),
+    },
+    'lfcp': {
+        'servers': (list, [], _hostports),
+        'port': (int, 8443, (1, 65535)),
+        'key': (str, '', None),
+        'legacy': (bool, False, None),
+        'heartbeat_s': (int, 17, (1, 3600)),
+        'unreachable_after_s': (int, 60, (2, 86400)),
+        'alarm_deadline_s': (int, 300, (1, 86400)),
+        'rate_limit': (int, 20, (1, 10000)),
+    },
+    'alarm': {
+        'sensitivity': (int, 5, (1, 10)),
+        'detect_fps': (int, 5, (1, 25)),
+        'min_frames': (int, 2, (1, 50)),
+        'event_gap_s': (int, 30, (0, 86400)),
+        'mask': (list, [], _ints),
+        'auto_arm': (bool, True, None),
+        'auto_arm_after_s': (int, 120, (0, 86400)),
+        'on_management_return': (str, 'stay', ('stay', 'restore')),
+        'events_kept': (int, 20, (1, 200)),
+    },
+    'internet': {
+        'probe': (list, ['1.1.1.1:443', '8.8.8.8:53'], _hostports),
+        'timeout_s': (int, 3, (1, 60)),
+        'interval_s': (int, 60, (5, 86400)),
+    },
+    'telegram': {
+        'token': (str, '', None),
+        'chat_ids': (list, [], _ints),
+        'api_url': (str, 'https://api.telegram.org', None),
+        'ca_file': (str, '', None),
+        'poll_s': (int, 30, (0, 300)),
+        'queue': (int, 4, (1, 32)),
+        'alarm_slots': (int, 2, (0, 32)),
+    },
+    'upnp': {
+        'external_port': (int, 54321, (1, 65535)),
+        'port_range': (int, 10, (1, 1000)),
+        'expose': (str, 'stream', ('stream', 'control')),
+        'lease_s': (int, 3600, (0, 604800)),
+        'echo_url': (str, '', None),
+        'check_s': (int, 300, (10, 86400)),
+        'ssdp': (str, '239.255.255.250:1900', lambda v: _hostports([v])),
+    },
+    'watchdog': {
+        'timeout_s': (int, 30, (0, 3600)),
+    },
+    'log': {
+        'lines': (int, 50, (5, 1000)),
+    },
+}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def Config(data):
+    """The validated values as plain attribute objects: cfg.camera.quality.
+
+    They are built from firmware.config.section, not from classes of this module, so that once the
+    firmware has its config it can drop this module, its schema and its checks from the heap.
+    """
+    return Section(dict((name, Section(section(data, name))) for name in SCHEMA))
+
+
+def _check_value(path, spec, value):
+    typ, _, check = spec
+    if typ is int and (not isinstance(value, int) or isinstance(value, bool)):
+        return '%s: must be an integer, got %r' % (path, value)
+    if typ is not int and type(value) is not typ:
+        return '%s: must be a %s, got %r' % (path, typ.__name__, value)
+    if isinstance(check, tuple):
+        if typ is int and not check[0] <= value <= check[1]:
+            return '%s: must be %d..%d, got %d' % (path, check[0], check[1], value)
+        if typ is str and value not in check:
+            return '%s: must be one of %s, got %r' % (path, ', '.join(check), value)
+    elif check is not None:
+        err = check(value)
+        if err:
+            return '%s: %s' % (path, err)
+    return None
+
+
+def section(data, name):
+    spec = SCHEMA[name]
+    given = data.get(name, {})
+    out = {}
+    for key in spec:
+        out[key] = given[key] if key in given else spec[key][1]
+    return out
+
+
+def validate(data):
+    """Return a list of error texts; empty when the config is usable."""
+    if not isinstance(data, dict):
+        return ['config: must be a JSON object']
+    errors = []
+    for name in data:
+        if name[:1] == '_':
+            continue            # "_doc" entries: documentation, as in config.example.json
+        if name not in SCHEMA:
+            errors.append('config: unknown section %r' % name)
+            continue
+        given = data[name]
+        if not isinstance(given, dict):
+            errors.append('config: %s: must be an object' % name)
+            continue
+        for key in given:
+            if key[:1] == '_':
+                continue
+            if key not in SCHEMA[name]:
+                errors.append('config: unknown key %s.%s' % (name, key))
+                continue
+            err = _check_value(name + '.' + key, SCHEMA[name][key], given[key])
+            if err:
+                errors.append('config: ' + err)
+    if errors:
+        return errors       # the checks across sections below assume well-typed sections
+    lfcp = data.get('lfcp', {})
+    if isinstance(lfcp.get('servers'), list) and len(lfcp['servers']) > 2:
+        errors.append('config: lfcp.servers: at most 2 management servers')
+    http = data.get('http', {})
+    ports = [http.get(k, SCHEMA['http'][k][1]) for k in ('control_port', 'stream_port', 'admin_port')]
+    if len(set(str(p) for p in ports)) != 3:
+        errors.append('config: http: control_port, stream_port and admin_port must differ')
+    return errors
+
+
+def parse(text):
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise ConfigError('config: not valid JSON: %s' % e)
+    errors = validate(data)
+    if errors:
+        raise ConfigError('\n'.join(errors))
+    return Config(data)
+
+
+def load(path='config.json'):
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        raise ConfigError('config: %s not found; copy config.example.json and edit it' % path)
+    return parse(text)

@@ -1,0 +1,157 @@
+"""LFCP codec: the 8-field CSV datagram of the original, plus an authenticated form.
+
+    plain:  name,TYPE,p2,p3,p4,p5,p6,p7            at most 128 bytes
+    auth:   name,TYPE,p2,p3,p4,p5,p6,p7,seq,mac    at most 224 bytes
+
+mac is the lowercase hex HMAC-SHA256 of everything before ",mac" under the shared key. The
+plain part keeps the original limits, so a plain peer's parser never sees a longer field list
+than it would in legacy mode. Runs unchanged on MicroPython and CPython; docs/protocol.md is
+the specification.
+"""
+import binascii
+import hashlib
+
+from firmware.core.commands import LFCP, TABLE
+
+try:
+    import hmac as _hmac  # CPython: the C implementation, for the reference server's throughput
+except ImportError:
+    _hmac = None
+
+MAX_PLAIN = 128
+MAX_AUTH = 224
+MAX_FIELD = 64
+MAX_SEQ_DIGITS = 19
+
+# Server -> device: commands (and the ACK that answers a device message).
+COMMANDS = tuple(c[LFCP] for c in TABLE if c[LFCP])
+# Device -> server.
+REPORTS = ('HEARTBEAT', 'ACK', 'ERR', 'LOG', 'MOAL', 'STAT')
+
+
+class LfcpError(Exception):
+    """A refused datagram. kind names the reject counter; auth tells whether the sender proved
+    the key (only then is it worth an ERR); fields/seq are kept when they could be parsed."""
+
+    def __init__(self, kind, auth=False, fields=None, seq=None):
+        super().__init__(kind)
+        self.kind = kind
+        self.auth = auth
+        self.fields = fields
+        self.seq = seq
+
+
+class Hmac:
+    """HMAC-SHA256 with the padded key prepared once (MicroPython's hashlib has no copy())."""
+
+    def __init__(self, key):
+        if isinstance(key, str):
+            key = key.encode()
+        self._key = key
+        if len(key) > 64:
+            key = hashlib.sha256(key).digest()
+        key = key + bytes(64 - len(key))
+        self._i = bytes(b ^ 0x36 for b in key)
+        self._o = bytes(b ^ 0x5C for b in key)
+
+    def hexdigest(self, msg):
+        if _hmac:
+            return _hmac.new(self._key, msg, 'sha256').hexdigest().encode()
+        h = hashlib.sha256(self._i)
+        h.update(msg)
+        inner = h.digest()
+        h = hashlib.sha256(self._o)
+        h.update(inner)
+        return binascii.hexlify(h.digest())
+
+    def check(self, msg, mac):
+        return _same(self.hexdigest(msg), mac)
+
+
+def _same(a, b):
+    """Constant-time comparison: the time taken does not tell how many bytes matched."""
+    if len(a) != len(b):
+        return False
+    r = 0
+    for i in range(len(a)):
+        r |= a[i] ^ b[i]
+    return r == 0
+
+
+def clean(value):
+    """A parameter as a safe field: str, printable ASCII, no comma, at most 64 bytes, '0' if empty."""
+    s = str(value)
+    out = []
+    for c in s:
+        o = ord(c)
+        if c == ',':
+            out.append(';')
+        elif c == ' ':
+            out.append('_')
+        elif 32 < o < 127:
+            out.append(c)
+    s = ''.join(out)[:MAX_FIELD]
+    return s if s else '0'
+
+
+def encode(name, typ, params=(), seq=None, key=None):
+    """One datagram as bytes. Plain when key is None, else with seq and mac appended."""
+    f = [name, typ]
+    for p in params:
+        f.append(clean(p))
+    if len(f) > 8:
+        raise ValueError('at most 6 parameters')
+    while len(f) < 8:
+        f.append('0')
+    body = ','.join(f)
+    if len(body) > MAX_PLAIN:
+        raise ValueError('message longer than %d bytes' % MAX_PLAIN)
+    if key is None:
+        return body.encode()
+    body = ('%s,%d' % (body, seq)).encode()
+    return body + b',' + key.hexdigest(body)
+
+
+def _printable(data):
+    for b in data:
+        if b < 32 or b > 126:
+            return False
+    return True
+
+
+def decode(data, key=None):
+    """Parse one datagram; return (fields, seq). seq is None for a plain message.
+
+    Raises LfcpError('oversized' | 'malformed' | 'fields' | 'bad_mac'). Checks framing and the
+    MAC only: the device name, the type and the freshness of seq are the caller's business.
+    """
+    n = len(data)
+    if n > MAX_AUTH:
+        raise LfcpError('oversized')
+    if n and data[n - 1] == 10:  # a trailing newline (netcat, echo) is tolerated
+        n -= 2 if n > 1 and data[n - 2] == 13 else 1
+        data = data[:n]
+    if not _printable(data):
+        raise LfcpError('malformed')
+    f = data.decode().split(',')
+    if len(f) == 8:
+        if n > MAX_PLAIN:
+            raise LfcpError('oversized')
+        seq = None
+    elif len(f) == 10:
+        cut = n - len(f[9]) - 1
+        if key is None or not key.check(data[:cut], f[9].encode()):
+            raise LfcpError('bad_mac')
+        s = f[8]
+        if not s or len(s) > MAX_SEQ_DIGITS or not s.isdigit():
+            raise LfcpError('malformed', True, f)
+        seq = int(s)
+        f = f[:8]
+        if cut - len(s) - 1 > MAX_PLAIN:
+            raise LfcpError('oversized', True, f, seq)
+    else:
+        raise LfcpError('fields')
+    for x in f:
+        if len(x) > MAX_FIELD:
+            raise LfcpError('malformed', seq is not None, f, seq)
+    return f, seq

@@ -1,0 +1,85 @@
+"""Port 8080: device status and actions (reboot, camera, sleep, arm, photo...) for the owner.
+
+Everything here needs HTTP Basic auth with admin.user/admin.password from config.json; with no
+password configured the server only says how to enable it. Actions are POSTs that call the command
+layer, the same one LFCP and Telegram use; a POST from a page of another origin is refused so a
+browser with cached credentials cannot be driven by a foreign site.
+"""
+import binascii
+import json
+
+from microdot import Microdot, Response
+
+from firmware.core import commands as table
+from firmware.core.commands import BadArgs, CommandError
+from firmware.core.secret import same
+from firmware.web import common as web
+
+
+class AdminServer:
+    def __init__(self, cfg, commands, status, log):
+        self.user = cfg.user
+        self.password = cfg.password
+        self.commands = commands
+        self.status = status        # fn() -> dict of the whole device's status
+        self.log = log
+        self.denied = 0
+        log.secret(cfg.password)
+        self.app = app = Microdot()
+        web.common(app, log)
+
+        @app.before_request
+        async def auth(req):
+            return self.check(req)
+
+        @app.route('/')
+        async def index(req):
+            return web.page('admin.html')
+
+        @app.route('/status')
+        async def status_json(req):
+            return Response(json.dumps(self.status()), 200, {'Content-Type': 'application/json'})
+
+        @app.route('/commands')
+        async def command_list(req):
+            return Response([{'name': c[table.NAME], 'help': c[table.HELP],
+                              'group': c[table.GROUP], 'args': c[table.ARGS],
+                              'destructive': bool(c[table.DESTRUCTIVE])}
+                             for c in self.commands.available('admin')])
+
+        @app.route('/action/<name>', methods=['POST'])
+        async def action(req, name):
+            c = table.lookup(name)
+            if c is None or not c[table.ADMIN] or not self.commands.has(name):
+                return web.error(404, 'action %r is not available' % name)
+            args = req.json if (req.content_type or '').startswith('application/json') else req.form
+            if args is not None and not isinstance(args, dict):
+                return web.error(400, 'arguments must be a form or a JSON object')
+            args = dict((k, args.get(k)) for k in args) if args else {}   # one value per name
+            try:
+                text = await self.commands.run(name, args, 'http')
+            except BadArgs as e:
+                return web.error(400, e.args[0])
+            except CommandError as e:
+                return web.error(503, e.args[0])
+            return Response({'ok': True, 'result': text or 'done'})
+
+    def check(self, req):
+        if not self.password:
+            return web.error(403, 'admin is disabled: set admin.password (8+ characters) in config.json')
+        h = req.headers.get('Authorization', '')
+        ok = False
+        if h.startswith('Basic '):
+            try:
+                user, _, pw = binascii.a2b_base64(h[6:]).decode().partition(':')
+                ok = same(user, self.user) & same(pw, self.password)
+            except (ValueError, UnicodeError):
+                ok = False
+        if not ok:
+            self.denied += 1
+            return web.error(401, 'authentication required',
+                             {'WWW-Authenticate': 'Basic realm="esp32cam-alarm admin"'})
+        origin = req.headers.get('Origin')
+        if req.method == 'POST' and origin and origin.split('//')[-1] != req.headers.get('Host', ''):
+            return web.error(403, 'cross-origin request refused')
+        return None

@@ -1,0 +1,167 @@
+"""What the three web servers share: how they listen, how they refuse, how they send a JPEG.
+
+microdot's own start_server listens with asyncio's default backlog of 5 and offers no way to
+raise it, so a burst of viewers connecting at once loses SYNs and waits a second for the retry.
+`serve()` opens the listener itself with a configured backlog and hands each connection to the
+app, closing the socket whatever the handler raised.
+"""
+import asyncio
+
+from microdot import Request, Response
+
+from firmware.core import aio
+
+# One set of request limits for every app in the process (microdot keeps them per class).
+Request.max_content_length = 4096
+Request.max_body_length = 4096
+Request.max_readline = 1024
+
+CORS = {'Access-Control-Allow-Origin': '*'}
+REASONS = {400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found',
+           405: 'Method Not Allowed', 409: 'Conflict', 413: 'Payload Too Large',
+           500: 'Internal Server Error', 503: 'Service Unavailable'}
+
+
+def error(status, text, headers=None):
+    h = {'Content-Type': 'text/plain; charset=UTF-8'}
+    h.update(CORS)
+    if headers:
+        h.update(headers)
+    return Response(text + '\n', status, h, reason=REASONS.get(status))
+
+
+# The pages live in files next to this module (firmware/web/www/), streamed from flash in small
+# chunks, so their text never sits in the heap.
+WWW = __file__.rsplit('/', 1)[0] + '/www/'
+
+
+def page(name):
+    return Response.send_file(WWW + name, content_type='text/html; charset=UTF-8',
+                              max_age=0)
+
+
+def redirect(location):
+    return Response('', 302, {'Location': location})
+
+
+def common(app, log, guard=None):
+    """Clear, plain-text errors and the CORS header, the way CameraWebServer answers; `guard`
+    (request -> refusal or None) runs before every route, e.g. the key of an exposed server."""
+
+    if guard:
+        @app.before_request
+        async def check(req):
+            return guard(req)
+
+    @app.errorhandler(404)
+    async def not_found(req):
+        return error(404, 'not found: %s' % (req.path if req else '?'))
+
+    @app.errorhandler(405)
+    async def not_allowed(req):
+        return error(405, 'method not allowed: %s %s' % (req.method, req.path))
+
+    @app.errorhandler(413)
+    async def too_large(req):
+        return error(413, 'request too large (limit %d bytes)' % Request.max_content_length)
+
+    @app.errorhandler(400)
+    async def bad(req):
+        return error(400, 'bad request')
+
+    @app.errorhandler(ValueError)
+    async def bad_value(req, exc):
+        return error(400, 'bad request: %s' % (exc.args[0] if exc.args else 'malformed'))
+
+    @app.errorhandler(Exception)
+    async def crashed(req, exc):
+        log.error('http', req.path if req else '?', 'failed:', repr(exc))
+        return error(500, 'internal error')
+
+    @app.after_request
+    async def cors(req, res):
+        for k in CORS:
+            res.headers.setdefault(k, CORS[k])
+        return res
+
+
+class _Once:
+    """A response body that sends one buffer straight from memory: asyncio's Stream.write would
+    copy whatever the socket did not take at once (most of a frame on lwIP's small buffers)."""
+
+    def __init__(self, req, buf):
+        self.stream = aio.connection(req)
+        self.buf = buf
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        buf = self.buf
+        if buf is None:
+            raise StopAsyncIteration
+        self.buf = None
+        await aio.send_all(self.stream, buf)
+        return b''
+
+
+async def snapshot(req, cam, filename):
+    """One JPEG with CameraWebServer's /capture headers, sent without a copy."""
+    try:
+        frame = await cam.snapshot()
+    except OSError as e:
+        return error(503, str(e.args[0]) if e.args else 'camera unavailable')
+    us = cam.stamp_us
+    h = {'Content-Type': 'image/jpeg', 'Content-Disposition': 'inline; filename=' + filename,
+         'X-Timestamp': '%d.%06d' % (us // 1000000, us % 1000000),
+         'Cache-Control': 'no-store'}
+    h['Content-Length'] = str(len(frame))
+    h.update(CORS)
+    return Response(_Once(req, frame), 200, h)
+
+
+def quiet(log):
+    """microdot prints a whole traceback for every request it cannot parse; one line will do
+    (a fuzzer or a port scanner would otherwise flood the serial console)."""
+    aio.on_bad_request(lambda e: log.warn('http: bad request:', repr(e)))
+
+
+class Listener:
+    """One app on one port, with our backlog; close() stops accepting."""
+
+    def __init__(self, app, host, port, backlog, log, on_connect=None):
+        self.app = app
+        self.on_connect = on_connect    # fn(), before a connection's request is read
+        self.host = host
+        self.port = port
+        self.backlog = backlog
+        self.log = log
+        self.server = None
+        self.connections = 0
+        self.open = 0
+
+    async def _serve(self, reader, writer):
+        self.connections += 1
+        self.open += 1
+        if self.on_connect:
+            self.on_connect()
+        try:
+            await self.app.handle_request(reader, writer)
+        except Exception as e:  # whatever the client did, the socket is closed and counted
+            if not (isinstance(e, OSError)):
+                self.log.warn('http', self.port, 'connection failed:', repr(e))
+        finally:
+            self.open -= 1
+            try:
+                writer.close()
+                await writer.wait_closed()
+            except Exception:
+                pass
+
+    async def start(self):
+        self.server = await asyncio.start_server(self._serve, self.host, self.port,
+                                                 backlog=self.backlog)
+
+    def close(self):
+        if self.server:
+            self.server.close()

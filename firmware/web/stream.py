@@ -1,0 +1,173 @@
+"""Port 81: the MJPEG stream, in CameraWebServer's and mjpg-streamer's dialects.
+
+Every viewer is fed the camera service's shared frame. A viewer sends the newest frame each time
+its socket has taken the previous one, so a slow viewer skips frames instead of stalling the others
+or queueing them. Frames are written straight from the camera's buffer through a memoryview: no
+viewer ever copies a frame (asyncio's Stream.write would copy the unsent remainder of each one).
+A viewer that makes no progress for `STALL_MS` is dropped, and whatever error a disconnect raises,
+the viewer's slot and socket are freed.
+"""
+import asyncio
+import gc
+import time
+
+from microdot import Microdot, Response
+
+from firmware.core import aio
+from firmware.web import common as web
+
+CWS_BOUNDARY = b'123456789000000000000987654321'   # Arduino CameraWebServer
+MJPG_BOUNDARY = b'boundarydonotcross'              # mjpg-streamer
+STALL_MS = 10000
+FRAME_GUESS = 32768     # bytes of a VGA frame, until the camera has captured one
+
+
+class PartHeaders:
+    """The per-frame part header, built once per frame and boundary, shared by all viewers."""
+
+    def __init__(self, cam, boundary):
+        self.cam = cam
+        self.boundary = boundary
+        self.seq = -1
+        self.data = b''
+
+    def get(self, seq):
+        if seq != self.seq:
+            us = self.cam.stamp_us
+            self.data = b'\r\n--%s\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\nX-Timestamp: %d.%06d\r\n\r\n' % (
+                self.boundary, len(self.cam.frame), us // 1000000, us % 1000000)
+            self.seq = seq
+        return self.data
+
+
+class Viewer:
+    """The body of one stream response: each step sends one frame itself and yields b''."""
+
+    def __init__(self, server, stream, headers):
+        self.server = server
+        self.cam = server.cam
+        self.stream = stream
+        self.headers = headers
+        self.seq = 0
+        self.task = None
+        self.progress = time.ticks_ms()
+        self.sending = False
+        self.sent = 0
+        self.closed = False
+
+    def __aiter__(self):
+        self.task = asyncio.current_task()
+        if len(self.server.viewers) >= self.server.cfg.max_viewers:
+            # start() checked the limit, but a burst of connections all pass it before any
+            # registers here (sending the headers yields): the late ones end at once
+            self.closed = True
+            self.server.refused += 1
+            return self
+        self.server.viewers.append(self)
+        self.cam.acquire()
+        if self.cam.fresh():
+            self.seq = self.cam.seq - 1   # the newest frame is recent: send it at once
+        else:
+            self.seq = self.cam.seq
+        return self
+
+    async def __anext__(self):
+        if self.closed:
+            raise StopAsyncIteration
+        try:
+            self.seq = await self.cam.next_frame(self.seq)
+            frame = self.cam.frame
+            self.progress = time.ticks_ms()
+            self.sending = True
+            await aio.send_all(self.stream, self.headers.get(self.seq))
+            await aio.send_all(self.stream, frame)
+            self.sending = False
+        except (OSError, asyncio.CancelledError):
+            # Gone, reset, timed out, or dropped by the stall reaper: end the response quietly;
+            # microdot then closes the socket.
+            await self.aclose()
+            raise StopAsyncIteration
+        except Exception:
+            await self.aclose()  # whatever went wrong, the viewer's slot is freed
+            raise
+        self.sent += 1
+        return b''
+
+    async def aclose(self):
+        if not self.closed:
+            self.closed = True
+            self.cam.release()
+            self.server.viewers.remove(self)
+            self.server.served += self.sent
+
+
+class StreamServer:
+    def __init__(self, cam, cfg, log, guard=None):
+        self.cam = cam
+        self.cfg = cfg
+        self.log = log
+        self.viewers = []
+        self.served = 0             # frames delivered by viewers that left
+        self.refused = 0
+        self.headers = {CWS_BOUNDARY: PartHeaders(cam, CWS_BOUNDARY),
+                        MJPG_BOUNDARY: PartHeaders(cam, MJPG_BOUNDARY)}
+        self.app = app = Microdot()
+        web.common(app, log, guard)
+
+        @app.route('/stream')
+        async def stream(req):
+            return self.start(req, CWS_BOUNDARY)
+
+        @app.route('/')
+        async def mjpg(req):
+            action = req.args.get('action')
+            if action == 'stream':
+                return self.start(req, MJPG_BOUNDARY)
+            if action == 'snapshot':
+                return await web.snapshot(req, self.cam, 'snapshot.jpg')
+            if action is None:
+                return web.redirect('/stream')
+            return web.error(400, 'unknown action %r: use stream or snapshot' % action)
+
+    def make_room(self):
+        """Called as a connection arrives. A viewer's request and response live as long as it
+        watches; on a tight heap, collect first so they pack into the lowest holes instead of
+        being strewn through the block the next frame needs (first fit puts them wherever garbage
+        left room). On a roomy heap (PSRAM) the collection is skipped: it would only delay."""
+        frame = len(self.cam.frame) if self.cam.frame else FRAME_GUESS
+        if gc.mem_free() < 4 * frame:
+            gc.collect()
+
+    def start(self, req, boundary):
+        if self.cam.state == 'off':
+            return web.error(503, 'camera is off')
+        if not self.cam.jpeg:
+            return web.error(503, 'camera.format is GRAYSCALE: no JPEG to stream (detection only)')
+        if len(self.viewers) >= self.cfg.max_viewers:
+            self.refused += 1
+            return web.error(503, 'too many viewers (%d), try again later' % self.cfg.max_viewers,
+                             {'Retry-After': '5'})
+        # the connection itself: req.stream is the request body once microdot has read one
+        body = Viewer(self, aio.connection(req), self.headers[boundary])
+        return Response(body, headers={
+            'Content-Type': 'multipart/x-mixed-replace;boundary=' + boundary.decode(),
+            'Access-Control-Allow-Origin': '*',
+            'Cache-Control': 'no-store, no-cache, must-revalidate, max-age=0',
+            'Pragma': 'no-cache',
+            'X-Framerate': str(self.cam.cfg.max_fps)})
+
+    async def reap(self):
+        """Drop viewers whose socket has taken nothing for STALL_MS (a stuck client)."""
+        while True:
+            await asyncio.sleep_ms(1000)
+            now = time.ticks_ms()
+            for v in self.viewers:
+                if v.sending and time.ticks_diff(now, v.progress) > STALL_MS and v.task:
+                    self.log.warn('stream: dropping a stalled viewer')
+                    v.progress = now
+                    v.task.cancel()
+
+    def status(self):
+        return {'viewers': len(self.viewers), 'max_viewers': self.cfg.max_viewers,
+                'frames_sent': self.served + sum(v.sent for v in self.viewers),
+                'refused': self.refused}

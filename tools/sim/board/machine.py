@@ -1,0 +1,259 @@
+# Simulator stand-in for the ESP32 port's `machine` module (runs inside the MicroPython
+# unix VM; shadows the unix port's own `machine`). See docs/simulator.md.
+import os
+import time
+
+import simstate as _s
+
+# Reset causes, ESP32 port values (ports/esp32/modmachine.c)
+PWRON_RESET = 1
+HARD_RESET = 2
+WDT_RESET = 3
+DEEPSLEEP_RESET = 4
+SOFT_RESET = 5
+
+# wake reasons (machine.wake_reason())
+SLEEP = 2
+DEEPSLEEP = 4
+PIN_WAKE = 2
+EXT0_WAKE = 2
+EXT1_WAKE = 3
+TIMER_WAKE = 4
+TOUCHPAD_WAKE = 5
+ULP_WAKE = 6
+
+_cause = None
+_freq = [160000000]
+
+
+def reset_cause():
+    """Cause of this boot: passed by the runner in env ESP32SIM_RESET_CAUSE
+    (PWRON_RESET when absent)."""
+    global _cause
+    if _cause is None:
+        v = os.getenv("ESP32SIM_RESET_CAUSE")
+        try:
+            _cause = int(v) if v else PWRON_RESET
+        except ValueError:
+            _cause = PWRON_RESET
+    return _cause
+
+
+def wake_reason():
+    return TIMER_WAKE if reset_cause() == DEEPSLEEP_RESET else 0
+
+
+def reset():
+    print("sim: machine.reset()")
+    _s.record_reset(HARD_RESET, _s.EXIT_RESET)
+    _s.end_process(_s.EXIT_RESET)
+
+
+def soft_reset():
+    print("sim: machine.soft_reset()")
+    _s.record_reset(SOFT_RESET, _s.EXIT_SOFT_RESET)
+    _s.end_process(_s.EXIT_SOFT_RESET)
+
+
+def deepsleep(time_ms=None):
+    ms = -1 if time_ms is None else int(time_ms)
+    print("sim: machine.deepsleep(%s)" % ("" if time_ms is None else ms))
+    _s.record_reset(DEEPSLEEP_RESET, _s.EXIT_DEEPSLEEP, ms)
+    _s.end_process(_s.EXIT_DEEPSLEEP)
+
+
+def lightsleep(time_ms=None):
+    # The CPU halts: nothing runs. The task watchdog does not run either, so its deadline
+    # moves with the sleep.
+    ms = 1000 if time_ms is None else int(time_ms)
+    if ms > 0:
+        time.sleep_ms(ms)
+        if _s.wdt[0]:
+            _s.wdt[1] = time.ticks_add(_s.wdt[1], ms)
+
+
+sleep = lightsleep
+
+
+def idle():
+    time.sleep_ms(1)
+
+
+def freq(hz=None):
+    if hz is None:
+        return _freq[0]
+    if hz not in (20000000, 40000000, 80000000, 160000000, 240000000):
+        raise ValueError("frequency must be 20MHz, 40MHz, 80Mhz, 160MHz or 240MHz")
+    _freq[0] = hz
+
+
+def unique_id():
+    # the STA MAC address, as on the ESP32
+    import network
+    return network._mac(0)
+
+
+def disable_irq():
+    return 0
+
+
+def enable_irq(state=0):
+    pass
+
+
+def time_pulse_us(pin, pulse_level, timeout_us=1000000):
+    return -2
+
+
+class Pin:
+    IN = 1
+    OUT = 3
+    OPEN_DRAIN = 7
+    PULL_UP = 2
+    PULL_DOWN = 1
+    IRQ_RISING = 1
+    IRQ_FALLING = 2
+    WAKE_LOW = 4
+    WAKE_HIGH = 5
+    DRIVE_0 = 0
+    DRIVE_1 = 1
+    DRIVE_2 = 2
+    DRIVE_3 = 3
+
+    _valid = (0, 1, 2, 3, 4, 5, 12, 13, 14, 15, 16, 17, 18, 19, 21, 22, 23, 25, 26, 27,
+              32, 33, 34, 35, 36, 37, 38, 39)
+
+    def __init__(self, id, mode=-1, pull=-1, *, value=None, drive=None, hold=None):
+        if id not in Pin._valid:
+            raise ValueError("invalid pin")
+        self._id = id
+        self._mode = mode
+        self._val = 0
+        self.init(mode, pull, value=value)
+
+    def init(self, mode=-1, pull=-1, *, value=None, drive=None, hold=None):
+        if mode != -1:
+            if mode in (Pin.OUT, Pin.OPEN_DRAIN) and self._id >= 34:
+                raise ValueError("pin can only be input")
+            self._mode = mode
+        if value is not None:
+            self._set(value)
+
+    def _set(self, v):
+        v = 1 if v else 0
+        if v != self._val:
+            self._val = v
+            if self._id == 4:
+                # the flash LED of the ESP32-CAM
+                print("sim: flash LED %s" % ("on" if v else "off"))
+            try:
+                _s.write_text(_s.path("pin%d" % self._id), str(v))
+            except OSError:
+                pass
+
+    def value(self, v=None):
+        if v is None:
+            return self._val
+        self._set(v)
+
+    def __call__(self, v=None):
+        return self.value(v)
+
+    def on(self):
+        self._set(1)
+
+    def off(self):
+        self._set(0)
+
+    def irq(self, handler=None, trigger=3, *, wake=None, hard=False):
+        return None
+
+    def __repr__(self):
+        return "Pin(%d)" % self._id
+
+
+class Signal:
+    def __init__(self, pin, invert=False):
+        self._pin = pin
+        self._inv = invert
+
+    def value(self, v=None):
+        if v is None:
+            return self._pin.value() ^ (1 if self._inv else 0)
+        self._pin.value((1 if v else 0) ^ (1 if self._inv else 0))
+
+    def on(self):
+        self.value(1)
+
+    def off(self):
+        self.value(0)
+
+
+class WDT:
+    """Task watchdog: cannot be stopped once started. When not fed within `timeout` ms the
+    VM ends with exit code 22 and the next boot sees WDT_RESET."""
+
+    def __init__(self, id=0, timeout=5000):
+        if id != 0:
+            raise ValueError()
+        if timeout <= 0:
+            raise ValueError("WDT timeout too short")
+        _s.wdt[2] = timeout
+        _s.wdt[1] = time.ticks_add(time.ticks_ms(), timeout)
+        if not _s.wdt[0]:
+            _s.wdt[0] = True
+            if not _s.board[0]:
+                _start_watchdog_thread()
+
+    def feed(self):
+        _s.wdt[1] = time.ticks_add(time.ticks_ms(), _s.wdt[2])
+
+
+def _start_watchdog_thread():
+    # Without power_on.py's supervisor (VM started on a script directly), a helper thread
+    # ends the process with SIGKILL (the main thread may be stuck in `while True: pass`).
+    # The exit code is then -9, but the reset_cause file records exit_code 22.
+    import _thread
+
+    def watch():
+        while True:
+            time.sleep_ms(10)
+            if _s.wdt_expired():
+                _s.wdt_fire()
+                os.system("kill -9 $PPID")
+                time.sleep_ms(1000)
+
+    _thread.start_new_thread(watch, ())
+
+
+class Timer:
+    ONE_SHOT = 0
+    PERIODIC = 1
+
+    def __init__(self, id=0, **kw):
+        self._id = id
+        if kw:
+            self.init(**kw)
+
+    def init(self, *, mode=1, period=-1, freq=-1, callback=None):
+        raise OSError("sim: machine.Timer is not simulated (use asyncio)")
+
+    def deinit(self):
+        pass
+
+
+class RTC:
+    _mem = [b""]
+
+    def datetime(self, dt=None):
+        if dt is None:
+            t = time.localtime()
+            return (t[0], t[1], t[2], t[6], t[3], t[4], t[5], 0)
+
+    def init(self, dt=None):
+        pass
+
+    def memory(self, data=None):
+        if data is None:
+            return RTC._mem[0]
+        RTC._mem[0] = bytes(data)
