@@ -61,9 +61,9 @@ class App:
         self.telegram = None
         if cfg.telegram.token or exists('telegram.json'):
             self._telegram()
-        self.exposure = None
+        self.port_forward = None
         if exists('upnp.json'):     # a port may be left open on the router: clean up at boot
-            self._exposure()
+            self._port_forward()
         self.stream = StreamServer(self.cam, cfg.http, log, guard=self._guard)
         self.control = ControlServer(self.cam, cfg.http, log, guard=self._guard)
         self.admin = AdminServer(cfg.admin, self.commands, self.status, log)
@@ -84,17 +84,21 @@ class App:
         self.sup.spawn('telegram-send', self.telegram.run_sender)
         self.sup.spawn('telegram-poll', self.telegram.run_poller)
 
-    def _exposure(self):
-        if self.exposure is None:
-            from firmware.remote.port_forward import Exposure
-            self.exposure = Exposure(self.cfg, self.log, notify=self._notify, bus=self.bus)
-            self.recovery.on_shutdown('upnp', self.exposure.shutdown)
+    def _port_forward(self):
+        if self.port_forward is None:
+            from firmware.net import addresses
+            from firmware.remote.port_forward import PortForward
+            sta = self.wifi.sta
+            self.port_forward = pf = PortForward(
+                self.cfg, self.log, lan=lambda: addresses.lan(sta),
+                gateway=lambda: addresses.gateway(sta), notify=self._notify, bus=self.bus)
+            self.recovery.on_shutdown('upnp', pf.shutdown)
             if self.running:
-                self.sup.spawn('upnp', self.exposure.run)
-        return self.exposure
+                self.sup.spawn('upnp', pf.run)
+        return self.port_forward
 
     def _guard(self, req):
-        return self.exposure.guard(req) if self.exposure else None
+        return self.port_forward.guard(req) if self.port_forward else None
 
     def _notify(self, text):
         if self.telegram:
@@ -154,10 +158,10 @@ class App:
             return await self._telegram().cmd_set(args)
 
         async def open_port(args):
-            return await self._exposure().open(args)
+            return await self._port_forward().open(args)
 
         async def close_port(args):
-            return await self._exposure().close(args)
+            return await self._port_forward().close(args)
 
         c.register('photo', photo)
         c.register('telegram_set', telegram_set)
@@ -179,7 +183,7 @@ class App:
             'internet': self.internet.status(),
             'lfcp': self.mgmt.status() if self.mgmt else {'enabled': False},
             'telegram': self.telegram.status() if self.telegram else {'configured': False},
-            'upnp': self.exposure.status() if self.exposure else {'open': False},
+            'upnp': self.port_forward.status() if self.port_forward else {'open': False},
             'tasks': self.sup.status(),
             'supervisor': self.sup.report(),
             'admin_denied': self.admin.denied,
@@ -204,8 +208,8 @@ class App:
             self.log.warn('lfcp: off: set lfcp.key (or lfcp.legacy for plain servers)')
         if self.telegram:
             self._spawn_telegram()
-        if self.exposure:
-            sup.spawn('upnp', self.exposure.run)
+        if self.port_forward:
+            sup.spawn('upnp', self.port_forward.run)
         for app, port in ((self.control.app, h.control_port), (self.stream.app, h.stream_port),
                           (self.admin.app, h.admin_port)):
             listener = Listener(app, h.bind, port, h.backlog, self.log,

@@ -77,7 +77,7 @@ def firmware(tmp_path):
     made = []
 
     def start(overrides=None, heapsize=None, mpy=False, camera=None, air=None, ready=True, once=False,
-              name='flash'):
+              name='flash', files=None):
         cfg = {
             'device': {'name': 'testcam'},
             'http': {'bind': '127.0.0.1', 'control_port': free_port(), 'stream_port': free_port(),
@@ -95,6 +95,8 @@ def firmware(tmp_path):
         flash = tmp_path / name
         (flash / '.sim').mkdir(parents=True, exist_ok=True)
         (flash / 'config.json').write_text(json.dumps(cfg))
+        for path, text in (files or {}).items():  # state files already on the board's flash
+            (flash / path).write_text(text)
         if camera:
             (flash / '.sim' / 'camera.json').write_text(json.dumps(camera))
         if air:

@@ -1,12 +1,13 @@
-"""/open and /close: a router port forward to the stream (or control) server, guarded by a secret.
+"""/open and /close: a router port forward to the stream (or control) server, guarded by a key.
 
 /open maps an external port (upnp.external_port, the next ones on 718) to our server, makes a
 fresh random key and answers the URL http://<external address>:<port>/...?key=<key>. While it is
-open the web servers let a request from outside the LAN in only with that key (`allows`); /close
-deletes the mapping and revokes the key. The run loop renews the lease, puts the mapping back if
-the router lost it, and texts the new URL when the external address changes (Telegram as DDNS).
-The port is written to flash before it is mapped, so a mapping left by a crash is deleted at the
-next boot instead of staying open with no key guarding it.
+open the web servers let a request from outside the LAN in only with that key (url_key.py);
+/close deletes the mapping and revokes the key. The run loop renews the lease, puts the mapping
+back if the router lost it, and has ddns.py text the new URL when the external address changes.
+The port is written to flash (upnp.json) before it is mapped, so a mapping left by a crash is
+deleted at the next boot instead of staying open with no key guarding it; an upnp.json that is
+not ours is moved aside and said so.
 """
 import asyncio
 import binascii
@@ -16,98 +17,70 @@ import time
 from firmware.core import store
 from firmware.core.commands import CommandError
 from firmware.core.events import UPLINK
-from firmware.core.secret import same
-from firmware.net.http_client import request
+from firmware.net.addresses import _ip4
 from firmware.remote import upnp
+from firmware.remote.ddns import AddressWatch
+from firmware.remote.url_key import UrlKey
 
 PATHS = {'stream': '/stream', 'control': '/'}
-COOKIE = 'camkey'
 
 
-def lan_addr():
-    """(ip, netmask) of the station interface, ('0.0.0.0', '0.0.0.0') when it has none."""
-    try:
-        import network
-        a = network.WLAN(network.STA_IF).ipconfig('addr4')
-        return a[0], a[1]
-    except Exception:
-        return '0.0.0.0', '0.0.0.0'
-
-
-def _ip4(s):
-    try:
-        p = [int(x) for x in s.split('.')]
-    except (ValueError, AttributeError):
-        return None
-    if len(p) != 4 or min(p) < 0 or max(p) > 255:
-        return None
-    return (p[0] << 24) | (p[1] << 16) | (p[2] << 8) | p[3]
-
-
-def first_ipv4(text):
-    """The first dotted IPv4 address in an echo service's answer (plain text or JSON)."""
-    i, n = 0, len(text)
-    while i < n:
-        if text[i].isdigit():
-            j = i
-            while j < n and (text[j].isdigit() or text[j] == '.'):
-                j += 1
-            if _ip4(text[i:j]) is not None:
-                return text[i:j]
-            i = j
-        i += 1
-    return None
-
-
-def param(text, name, sep='&'):
-    """Value of `name` in a query string (sep '&') or a Cookie header (sep ';'), or None."""
-    for part in text.split(sep):
-        part = part.strip()
-        if part.startswith(name) and part[len(name):len(name) + 1] == '=':
-            return part[len(name) + 1:]
-    return None
-
-
-class Exposure:
-    def __init__(self, cfg, log, notify=None, bus=None, lan=lan_addr, state='upnp.json'):
+class PortForward:
+    def __init__(self, cfg, log, lan, gateway=lambda: None, notify=None, bus=None,
+                 state='upnp.json'):
         self.cfg = cfg
         self.log = log
-        self.notify = notify  # fn(text), may be async: texts the allowed chats
-        self.lan = lan
+        self.lan = lan        # fn() -> (ip, netmask) of the station interface
+        self.gate = UrlKey(lan, gateway)
+        self.ddns = AddressWatch(cfg.upnp.echo_url, log, notify)
         self.path = state
         self.igd = None
         self.port = None      # external port while open
         self.client = None    # our LAN address the mapping points at
         self.lease = 0
-        self.key = None
-        self.external = ''
-        self.public = ''
         self.error = None
         self.renewals = 0
-        self.denied = 0       # requests refused by the guard
         self.stale = []       # mappings to delete (left by a crash, or a failed /close)
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._renew_at = self._check_at = 0
         self._tries = 0
-        try:
-            saved = store.load(state) or {}
-        except ValueError:
-            saved = {}
-        for p in saved.get('ports', ()):
-            if isinstance(p, int) and 0 < p < 65536:
-                self.stale.append(p)
+        self._load()
         if bus:
             bus.on(UPLINK, self._on_uplink)
 
-    @property
-    def required(self):
-        """True while a forward is open (or one may be left on the router): outsiders need the key.
+    def _load(self):
+        try:
+            saved = store.load(self.path)
+            if saved is None:
+                return
+            ports = saved.get('ports') if isinstance(saved, dict) else None
+            if not isinstance(ports, list) or len(ports) > 64 or not all(
+                    isinstance(p, int) and 0 < p < 65536 for p in ports):
+                raise ValueError('expected {"ports": [1..65535, ...]}')
+        except ValueError as e:
+            try:
+                import os
+                os.rename(self.path, self.path + '.bad')
+            except OSError:
+                pass
+            self.log.error('upnp: %s unusable (%s): moved to %s.bad; a port forward left on the '
+                           'router from before is not known: check the router' % (
+                               self.path, e, self.path))
+            return
+        self.stale.extend(ports)
+        self.gate.pending = bool(ports)
 
-        With a mapping left from before and not yet deleted there is no key at all, so nobody
-        from outside gets in until the cleanup is done.
-        """
-        return self.key is not None or bool(self.stale)
+    @property
+    def key(self):
+        return self.gate.key
+
+    @property
+    def external(self):
+        return self.ddns.external
+
+    def guard(self, req):
+        return self.gate.guard(req)
 
     def internal(self):
         u = self.cfg.upnp
@@ -117,61 +90,6 @@ class Exposure:
         p = PATHS[self.cfg.upnp.expose]
         return 'http://%s:%d%s%s' % (self.external or '?', self.port or 0, p,
                                      ('?key=' + self.key) if key and self.key else '')
-
-    # -- the web layer's gate ------------------------------------------------------------------
-
-    def check(self, target, cookie=None):
-        """True if the request target (path?query) or Cookie header carries the current key."""
-        k = self.key
-        if k is None:
-            return False
-        q = target.find('?')
-        given = param(target[q + 1:], 'key') if q >= 0 else None
-        if given is None and cookie:
-            given = param(cookie, COOKIE, ';')
-        return given is not None and same(given, k)
-
-    def allows(self, peer, target, cookie=None):
-        """May a request from `peer` (ip) for `target` pass? LAN peers always may."""
-        if not self.required:
-            return True
-        ip, mask = self.lan()
-        a, b, m = _ip4(peer), _ip4(ip), _ip4(mask)
-        if a is not None and b and m and (a & m) == (b & m) and not self._gateway(peer):
-            return True
-        return self.check(target, cookie)
-
-    def guard(self, req):
-        """The web servers' hook for a microdot request: None lets it through, else a 403.
-
-        Wire it to every route of the exposed server (a before_request). A request let in by the
-        key in its query gets the key back as a cookie, so the control page's own requests
-        (which carry no ?key=) work too.
-        """
-        if not self.required:
-            return None
-        peer = req.client_addr[0] if req.client_addr else ''
-        cookie = req.headers.get('Cookie')
-        if self.allows(peer, req.url, cookie):
-            if self.key and not (cookie and COOKIE + '=' in cookie) and '?' in req.url:
-                key = self.key
-                req.after_request(lambda rq, res: self._set_cookie(res, key))
-            return None
-        self.denied += 1
-        from firmware.web import common as web
-        return web.error(403, 'forbidden: use the URL with the key from /open')
-
-    def _set_cookie(self, res, key):
-        res.headers['Set-Cookie'] = '%s=%s; Path=/; HttpOnly; SameSite=Strict' % (COOKIE, key)
-        return res
-
-    def _gateway(self, peer):
-        # Routers that hairpin or masquerade forwarded traffic show it as coming from themselves.
-        try:
-            import network
-            return network.WLAN(network.STA_IF).ipconfig('gw4') == peer
-        except Exception:
-            return False
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -195,16 +113,17 @@ class Exposure:
             raise CommandError('cannot open a port: not connected to a router (no LAN address)')
         igd = await self._find()
         try:
-            self.external = await igd.external_ip()
+            self.ddns.external = await igd.external_ip()
         except upnp.UPnPError as e:
             self.log.warn('upnp: no external address:', e)
-            self.external = ''
+            self.ddns.external = ''
         port = await self._map(igd, ip, u.external_port, u.lease_s)
         self.port, self.client, self.error = port, ip, None
         if port in self.stale:  # remapped to us just now: not to be cleaned up any more
             self.stale.remove(port)
-        self.key = binascii.hexlify(os.urandom(12)).decode()
-        self.log.secret(self.key)
+        self.gate.pending = bool(self.stale)
+        self.gate.key = binascii.hexlify(os.urandom(12)).decode()
+        self.log.secret(self.gate.key)
         now = time.ticks_ms()
         self._renew_at = time.ticks_add(now, self._renew_ms())
         self._check_at = time.ticks_add(now, u.check_s * 1000)
@@ -213,7 +132,7 @@ class Exposure:
         lines = ['Open: ' + self.url()]
         if not self.external or self.external == '0.0.0.0':
             lines.append('Warning: the router reports no external address; the URL will not work.')
-        await self._check_public(lines)
+        await self.ddns.check_public(lines)
         lines.append(('Lease %d s, renewed automatically. ' % self.lease if self.lease else
                       'Permanent mapping. ') + '/close to close it.')
         return '\n'.join(lines)
@@ -251,6 +170,7 @@ class Exposure:
                         # no answer (or a garbled one): the router may have mapped it all the
                         # same; keep the key check on until the clean-up has deleted it
                         self.stale.append(port)
+                        self.gate.pending = True
                     self._save()
                     raise
             ent = await igd.entry(port)
@@ -266,7 +186,7 @@ class Exposure:
 
     async def close(self, args=None):
         async with self._lock:
-            self.key = None  # revoked first: even if the router is unreachable the door is shut
+            self.gate.key = None  # revoked first: even if the router is unreachable the door is shut
             port, self.port = self.port, None
             self._wake.set()
             if port is None:
@@ -275,6 +195,7 @@ class Exposure:
                 await self._delete(port)
             except upnp.UPnPError as e:
                 self.stale.append(port)
+                self.gate.pending = True
                 self.error = str(e)
                 self._save()
                 return ('Port closed; the router did not confirm (%s). The key is revoked; '
@@ -364,6 +285,7 @@ class Exposure:
             self.log.warn('upnp: giving up deleting port', port, '(its lease will end it):', e)
         self._tries = 0
         self.stale.pop(0)
+        self.gate.pending = bool(self.stale)
         self.error = None
         self._save()
         self.log('upnp: cleaned up port', port, 'left from before')
@@ -398,54 +320,14 @@ class Exposure:
         old = self.port
         self.port = await self._map(igd, ip, old, self.lease)
         self.log.warn('upnp: port', old, 'was taken; now', self.port)
-        await self._tell('Camera port moved: ' + self.url())
+        await self.ddns.tell('Camera port moved: ' + self.url())
 
     async def _watch(self):
         if not self.lease:
             await self._renew()  # a permanent mapping is re-asserted: the router may have rebooted
         igd = await self._find()
-        ext = await igd.external_ip()
         self._check_at = time.ticks_add(time.ticks_ms(), self.cfg.upnp.check_s * 1000)
-        moved = ext and ext != self.external
-        if moved:
-            self.log('upnp: external address changed')
-            self.external = ext
-        old, warn = self.public, []
-        await self._check_public(warn)
-        lines = ['Camera address changed: ' + self.url()] if moved else []
-        if moved or self.public != old:
-            lines.extend(warn)
-        if lines:
-            await self._tell('\n'.join(lines))
-
-    async def _check_public(self, lines):
-        """Ask the echo service (if any) for the address the world sees; warn on double NAT."""
-        url = self.cfg.upnp.echo_url
-        if not url:
-            return
-        try:
-            r = await request('GET', url, timeout=8, max_body=1024)
-            ip = first_ipv4(r.body.decode()) if r.status == 200 else None
-        except Exception as e:
-            self.log.warn('upnp: echo service failed:', repr(e))
-            return
-        if not ip:
-            return
-        self.public = ip
-        if ip != self.external:
-            lines.append('Warning: the public address is %s but the router says %s: the router is '
-                         'behind another NAT (double NAT); the URL may not work from outside.'
-                         % (ip, self.external or 'nothing'))
-
-    async def _tell(self, text):
-        if self.notify is None:
-            return
-        try:
-            r = self.notify(text)
-            if r is not None and hasattr(r, 'send'):
-                await r
-        except Exception as e:
-            self.log.warn('upnp: notify failed:', repr(e))
+        await self.ddns.changed(igd, self.url)
 
     def _save(self, trying=None):
         """Write every port we may have mapped, so a crash never leaves an unguarded forward."""
@@ -460,8 +342,8 @@ class Exposure:
 
     def status(self):
         return {'open': self.port is not None, 'port': self.port, 'internal': self.internal(),
-                'external': self.external, 'public': self.public, 'lease': self.lease,
-                'renewals': self.renewals, 'denied': self.denied,
+                'external': self.external, 'public': self.ddns.public, 'lease': self.lease,
+                'renewals': self.renewals, 'denied': self.gate.denied,
                 'router': self.igd.control if self.igd else None,
-                'url': self.url(key=False) if self.port else None, 'key_required': self.required,
+                'url': self.url(key=False) if self.port else None, 'key_required': self.gate.required,
                 'pending_delete': self.stale, 'error': self.error}

@@ -1,4 +1,4 @@
-# Runs the Exposure service on the MicroPython VM for tests/test_upnp*.py, driven over stdin.
+# Runs the port forward (remote/port_forward.py) on the MicroPython VM for tests/test_upnp*.py, driven over stdin.
 #
 # cwd is a temp flash dir with config.json. Env: UPNP_LAN="ip/mask" (the station address; the
 # netns test gives the real one); UPNP_WEB=port starts a small microdot app behind exp.guard. One JSON command per stdin line: {"cmd": "open"|"close"|
@@ -16,7 +16,7 @@ from firmware.core.commands import CommandError, Commands
 from firmware.core.events import Bus
 from firmware.core.log import Log
 from firmware.remote import upnp
-from firmware.remote.port_forward import Exposure
+from firmware.remote.port_forward import PortForward
 
 
 def out(kind, obj):
@@ -40,7 +40,7 @@ async def main():
         tell = tg.send_message
         asyncio.create_task(tg.run_sender())
         asyncio.create_task(tg.run_poller())
-    exp = Exposure(cfg, log, notify=tell, bus=bus, lan=lambda: (lan[0], lan[1]))
+    exp = PortForward(cfg, log, lan=lambda: (lan[0], lan[1]), notify=tell, bus=bus)
     cmds.register('open', exp.open)
     cmds.register('close', exp.close)
     asyncio.create_task(exp.run())
@@ -85,8 +85,8 @@ async def main():
                 bus.emit('uplink', True)
                 res = {'ok': True}
             elif cmd == 'allows':
-                res = {'ok': True, 'allows': exp.allows(c['peer'], c['target'], c.get('cookie')),
-                       'required': exp.required}
+                res = {'ok': True, 'allows': exp.gate.allows(c['peer'], c['target'], c.get('cookie')),
+                       'required': exp.gate.required}
             elif cmd == 'find':
                 host, port = cfg.upnp.ssdp.split(':')
                 igd = await upnp.find((host, int(port)))

@@ -5,8 +5,10 @@
 import json
 import sys
 
-from firmware.remote import port_forward as exposure
+from firmware.core.secret import same
 from firmware.remote import upnp
+from firmware.remote.ddns import first_ipv4
+from firmware.remote.url_key import param
 
 MINIUPNPD_DESC = '<?xml version="1.0"?>\n<root xmlns="urn:schemas-upnp-org:device-1-0" configId="1337"><specVersion><major>1</major><minor>1</minor></specVersion><device><deviceType>urn:schemas-upnp-org:device:InternetGatewayDevice:2</deviceType><friendlyName>netns test router</friendlyName><manufacturer>Debian</manufacturer><manufacturerURL>http://www.debian.org/</manufacturerURL><modelDescription>Debian router</modelDescription><modelName>Debian router</modelName><modelNumber>1</modelNumber><modelURL>http://www.debian.org/</modelURL><serialNumber>00000000</serialNumber><UDN>uuid:3d3cec3a-8cf0-11e0-98ee-001a6b0fdf3c</UDN><serviceList><service><serviceType>urn:schemas-upnp-org:service:Layer3Forwarding:1</serviceType><serviceId>urn:upnp-org:serviceId:L3Forwarding1</serviceId><SCPDURL>/L3F.xml</SCPDURL><controlURL>/ctl/L3F</controlURL><eventSubURL>/evt/L3F</eventSubURL></service><service><serviceType>urn:schemas-upnp-org:service:DeviceProtection:1</serviceType><serviceId>urn:upnp-org:serviceId:DeviceProtection1</serviceId><SCPDURL>/DP.xml</SCPDURL><controlURL>/ctl/DP</controlURL><eventSubURL>/evt/DP</eventSubURL></service></serviceList><deviceList><device><deviceType>urn:schemas-upnp-org:device:WANDevice:2</deviceType><friendlyName>WANDevice</friendlyName><manufacturer>MiniUPnP</manufacturer><manufacturerURL>http://miniupnp.free.fr/</manufacturerURL><modelDescription>WAN Device</modelDescription><modelName>WAN Device</modelName><modelNumber>20221221</modelNumber><modelURL>http://miniupnp.free.fr/</modelURL><serialNumber>00000000</serialNumber><UDN>uuid:3d3cec3a-8cf0-11e0-98ee-001a6b0fdf3d</UDN><UPC>000000000000</UPC><serviceList><service><serviceType>urn:schemas-upnp-org:service:WANCommonInterfaceConfig:1</serviceType><serviceId>urn:upnp-org:serviceId:WANCommonIFC1</serviceId><SCPDURL>/WANCfg.xml</SCPDURL><controlURL>/ctl/CmnIfCfg</controlURL><eventSubURL>/evt/CmnIfCfg</eventSubURL></service></serviceList><deviceList><device><deviceType>urn:schemas-upnp-org:device:WANConnectionDevice:2</deviceType><friendlyName>WANConnectionDevice</friendlyName><manufacturer>MiniUPnP</manufacturer><manufacturerURL>http://miniupnp.free.fr/</manufacturerURL><modelDescription>MiniUPnP daemon</modelDescription><modelName>MiniUPnPd</modelName><modelNumber>20221221</modelNumber><modelURL>http://miniupnp.free.fr/</modelURL><serialNumber>00000000</serialNumber><UDN>uuid:3d3cec3a-8cf0-11e0-98ee-001a6b0fdf3e</UDN><UPC>000000000000</UPC><serviceList><service><serviceType>urn:schemas-upnp-org:service:WANIPConnection:2</serviceType><serviceId>urn:upnp-org:serviceId:WANIPConn1</serviceId><SCPDURL>/WANIPCn.xml</SCPDURL><controlURL>/ctl/IPConn</controlURL><eventSubURL>/evt/IPConn</eventSubURL></service><service><serviceType>urn:schemas-upnp-org:service:WANIPv6FirewallControl:1</serviceType><serviceId>urn:upnp-org:serviceId:WANIPv6Firewall1</serviceId><SCPDURL>/WANIP6FC.xml</SCPDURL><controlURL>/ctl/IP6FCtl</controlURL><eventSubURL>/evt/IP6FCtl</eventSubURL></service></serviceList></device></deviceList></device></deviceList><presentationURL>http://192.0.2.1/</presentationURL></device></root>'
 
@@ -69,16 +71,16 @@ def fixed():
     check(upnp.reason(718), 'the external port is already mapped to another device (718)', '718')
     check(upnp.reason(999, 'Odd'), 'the router answered UPnP error 999 (Odd)', 'unknown code')
     check(upnp.escape('a<b>&c'), 'a&lt;b&gt;&amp;c', 'escape')
-    check(exposure.first_ipv4('{"ip": "203.0.113.9"}'), '203.0.113.9', 'echo JSON')
-    check(exposure.first_ipv4('203.0.113.9\n'), '203.0.113.9', 'echo text')
-    check(exposure.first_ipv4('v1.2 then 300.1.1.1 then 10.0.0.1.'), None, 'no address (trailing dot)')
-    check(exposure.first_ipv4('v1.2 then 10.0.0.1 x'), '10.0.0.1', 'address after noise')
-    check(exposure.param('a=1&key=xyz&b', 'key'), 'xyz', 'query param')
-    check(exposure.param('keyx=1&akey=2', 'key'), None, 'no partial names')
-    check(exposure.param('a=b; camkey=zz', 'camkey', ';'), 'zz', 'cookie')
-    check(exposure.same('abc', 'abc'), True, 'same')
-    check(exposure.same('abc', 'abd'), False, 'differs')
-    check(exposure.same('abc', 'ab'), False, 'length')
+    check(first_ipv4('{"ip": "203.0.113.9"}'), '203.0.113.9', 'echo JSON')
+    check(first_ipv4('203.0.113.9\n'), '203.0.113.9', 'echo text')
+    check(first_ipv4('v1.2 then 300.1.1.1 then 10.0.0.1.'), None, 'no address (trailing dot)')
+    check(first_ipv4('v1.2 then 10.0.0.1 x'), '10.0.0.1', 'address after noise')
+    check(param('a=1&key=xyz&b', 'key'), 'xyz', 'query param')
+    check(param('keyx=1&akey=2', 'key'), None, 'no partial names')
+    check(param('a=b; camkey=zz', 'camkey', ';'), 'zz', 'cookie')
+    check(same('abc', 'abc'), True, 'same')
+    check(same('abc', 'abd'), False, 'differs')
+    check(same('abc', 'ab'), False, 'length')
     print('OK')
 
 
