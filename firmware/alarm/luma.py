@@ -706,10 +706,12 @@ class LumaExtractor:
                     self._adobe_rgb = 1
             elif m == 0xDA:
                 if self._sos(d, seg, i, ri):
-                    p = self._par[_P_POS]
-                    p = _skip_entropy(d, p, n)
+                    pos = self._par[_P_POS]
+                    p = _skip_entropy(d, pos, n)
                     if p >= n:
                         raise ValueError("truncated JPEG: no EOI after the scan")
+                    if p - pos > 16:  # a damaged SOF: the frame is larger than it says
+                        raise ValueError("corrupt JPEG: scan data goes on after the last block")
                     return
                 i = _skip_entropy(d, i, n)
 

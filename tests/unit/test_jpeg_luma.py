@@ -415,3 +415,15 @@ def test_fuzz_fixed_seeds_headers_and_data(tmp_path):
         assert r.startswith('ERR ') or r.startswith('OK 20 15 '), r[:80]
         assert ms < 500
     assert errs > 100  # the corruption was really noticed most of the time in headers
+
+
+def test_a_frame_whose_sof_claims_fewer_lines_is_refused(tmp_path):
+    """Hypothesis found it: a damaged SOF height (160x120 said to be 160x16) gave a 20x2 thumbnail
+    as if the frame were whole; the detector would have compared it with a 20x15 background."""
+    b = bytearray(_base(0))
+    sof = b.index(b'\xff\xc0')
+    b[sof + 5:sof + 7] = (16).to_bytes(2, 'big')  # the frame height field
+    fn = tmp_path / 'short.jpg'
+    fn.write_bytes(bytes(b))
+    (r, _), = run_vm([str(fn)])
+    assert r.startswith('ERR ') and 'after the last block' in r, r[:80]
