@@ -46,12 +46,14 @@ def redirect(location):
 
 def common(app, log, guard=None):
     """Clear, plain-text errors and the CORS header, the way CameraWebServer answers; `guard`
-    (request -> refusal or None) runs before every route, e.g. the key of an exposed server."""
+    (request -> None, or why it is forbidden) runs before every route, e.g. the key of a server
+    opened to the Internet."""
 
     if guard:
         @app.before_request
         async def check(req):
-            return guard(req)
+            why = guard(req)
+            return None if why is None else error(403, why)
 
     @app.errorhandler(404)
     async def not_found(req):

@@ -47,11 +47,10 @@ async def main():
     web = os.getenv('UPNP_WEB')
     if web:  # a stand-in for the exposed server, guarded the way the firmware's servers are
         from microdot import Microdot
-        app = Microdot()
 
-        @app.before_request
-        async def check(req):
-            return exp.guard(req)
+        from firmware.web import common as webcommon
+        app = Microdot()
+        webcommon.common(app, log, guard=exp.guard)
 
         @app.route('/stream')
         async def stream(req):
