@@ -1,6 +1,6 @@
 """`make bench`: every benchmark of the project, one after the other, as tables.
 
-Each tools/bench_*.py has a main() that prints its own tables; this runs them in a fixed order,
+Each bench/bench_*.py has a main() that prints its own tables; this runs them in a fixed order,
 keeps going when one fails (and says so), and saves the whole output to build/bench.txt.
 BENCH_ONLY=stream,motion runs a subset.
 """
@@ -42,7 +42,7 @@ def main():
                 if not os.path.exists(os.path.join(HERE, 'bench_%s.py' % name)):
                     print('\n== %s: no benchmark yet' % name)
                     continue
-                print('\n== %s (tools/bench_%s.py) ==' % (name, name))
+                print('\n== %s (bench/bench_%s.py) ==' % (name, name))
                 t0 = time.monotonic()
                 try:
                     importlib.import_module('bench_' + name).main()
