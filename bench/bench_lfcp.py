@@ -38,7 +38,7 @@ WINDOW = 128
 def server_throughput(devices, seconds):
     udp, api = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
     proc = subprocess.Popen(
-        [sys.executable, os.path.join(HERE, 'lfcp_server.py'), 'serve', '--quiet', '--host',
+        [sys.executable, os.path.join(ROOT, 'tools', 'peers', 'lfcp_server.py'), 'serve', '--quiet', '--host',
          '127.0.0.1', '--port', str(udp), '--api', '127.0.0.1:%d' % api],
         env=dict(os.environ, LFCP_KEY=KEY), stdout=subprocess.PIPE, text=True)
     try:

@@ -154,7 +154,7 @@ def measure(tmp, fake, ca, jpeg_path, viewers_n, heapsize=None):
 
 
 def main():
-    subprocess.run([sys.executable, os.path.join(HERE, 'build.py'), '--march', 'x64',
+    subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'build', 'build.py'), '--march', 'x64',
                     os.path.join(ROOT, 'build', 'x64')], check=True, stdout=subprocess.DEVNULL)
     with tempfile.TemporaryDirectory() as tmp:
         # the driver precompiled too, so no compiler allocations count in the heap figures

@@ -295,7 +295,7 @@ class Soak:
 def build():
     """Compile the firmware for the VM (incremental: only what changed)."""
     py = sys.executable
-    r = subprocess.run([py, os.path.join(HERE, 'build.py'), '--march', 'x64',
+    r = subprocess.run([py, os.path.join(ROOT, 'tools', 'build', 'build.py'), '--march', 'x64',
                         os.path.join(ROOT, 'build', 'x64')], cwd=ROOT)
     if r.returncode:
         sys.exit('build failed')
