@@ -23,6 +23,7 @@ import micropython
 from micropython import const
 
 _HB = const(512)  # gain histogram bins: ratio x 256, 0 .. 2
+_BIG = const(20)  # a gain beyond 256 +- this (8 %) is an exposure change: see feed()
 
 # sensitivity 1..10 -> (area per-mille, k x 8, floor in grey levels)
 _SENS = (
@@ -78,8 +79,8 @@ def _gtest(i: int, b: int, cur: ptr8, bg: ptr16, chg: ptr8, sp: ptr16, ns: int, 
 
 @micropython.viper
 def _gain(i: int, b: int, cur: ptr8, bg: ptr16, chg: ptr8, sp: ptr16, ns: int, hist: ptr16) -> int:
-    # median of cur*256/bg over the active, well-lit cells of even index (the ones
-    # _gtest looks at) that were background
+    # median of cur*256/bg over the active, well-lit, unclipped cells of even index
+    # (the ones _gtest looks at) that were background
     # in the previous frame (chg == 0); 256 = no change. Only run when _gtest
     # found the median outside the dead band (a light change).
     i = 0
@@ -94,8 +95,10 @@ def _gain(i: int, b: int, cur: ptr8, bg: ptr16, chg: ptr8, sp: ptr16, ns: int, h
         s += 2
         while i < end:
             b = int(bg[i])
-            if uint(b - 384) < uint(3584) and chg[i] == 0:
-                r = ((int(cur[i]) << 12) + (b >> 1)) // b
+            c = int(cur[i])
+            # clipped cells (cur >= 248) would pull the median of an overshoot down
+            if uint(b - 384) < uint(3584) and chg[i] == 0 and c < 248:
+                r = ((c << 12) + (b >> 1)) // b
                 if r > 511:
                     r = 511
                 hist[r] += 1
@@ -139,7 +142,8 @@ def _step1(i: int, b: int, cur: ptr8, bg: ptr16, dev: ptr8, chg: ptr8, age: ptr8
             ad = d
             if d < 0:
                 ad = 0 - d
-            if ad > int(th[dv]) + (b >> rs):
+            thr = int(th[dv]) + (b >> rs)
+            if ad > thr:
                 if d > 0:
                     npos += 1
                     c = 1
@@ -158,7 +162,12 @@ def _step1(i: int, b: int, cur: ptr8, bg: ptr16, dev: ptr8, chg: ptr8, age: ptr8
                     bg[i] = b + ((d + sr) >> ss)
             else:
                 chg[i] = 0
-                bg[i] = b + ((d + fr) >> fs)
+                if ad + ad <= thr:
+                    bg[i] = b + ((d + fr) >> fs)
+                else:
+                    # over half the threshold: maybe the edge of a slow object;
+                    # the background follows it only slowly
+                    bg[i] = b + ((d + 8) >> 4)
                 if ad > 256:
                     ad = 256
                 dev[i] = dv + ((ad - dv) >> ds)
@@ -239,7 +248,10 @@ def _stepg(i: int, d: int, cur: ptr8, bg: ptr16, dev: ptr8, chg: ptr8, age: ptr8
                     e += (d + sr) >> ss
             else:
                 chg[i] = 0
-                e += (d + fr) >> fs
+                if ad + ad <= thr:
+                    e += (d + fr) >> fs
+                else:
+                    e += (d + 8) >> 4
                 if ad > 256:
                     ad = 256
                 dev[i] = dv + ((ad - dv) >> ds)
@@ -342,7 +354,7 @@ class Detector:
 
     def __init__(self, w8, h8, sensitivity=5, mask=None, min_frames=2, area=None,
                  noise=None, light_fraction=0.5, warmup=3, rel=8, fast_shift=2,
-                 slow_shift=0, absorb=20):
+                 slow_shift=0, absorb=20, settle=10):
         n = w8 * h8
         if n <= 0:
             raise ValueError("empty thumbnail")
@@ -372,6 +384,7 @@ class Detector:
         self.fast_shift = fast_shift
         self.slow_shift = slow_shift
         self.absorb = absorb
+        self.settle = settle
         # (e * rel) >> 8 == e >> rs when rel is a power of two (the default 8)
         rs = -1
         for s in range(9):
@@ -464,6 +477,9 @@ class Detector:
         self.gain = 256
         self.global_change = False
         self.rebaselines = 0
+        self.exposure_hold = False
+        self._held = 0
+        self._pg = 0
 
     def describe(self):
         return {
@@ -510,6 +526,33 @@ class Detector:
                 if -1 <= g - 256 <= 1:
                     g = 256  # dead band: no drift from the median's rounding
         self.gain = g
+        if not learning and (g > 256 + _BIG or g < 256 - _BIG):
+            # A big exposure change. Auto-exposure overshoots and fades back over a
+            # few frames, clipping the highlights on the way: a background rescaled
+            # by such a frame is wrong where it clipped. Keep the background and
+            # look again until the gain holds still (a lamp that stays on: the
+            # new picture becomes the background) or returns (the overshoot is
+            # over: the background was right). The run of alarm frames is kept.
+            pg = self._pg
+            self._pg = g
+            self.score = 0
+            if self._held < self.settle and not (pg and (g - pg) * 32 <= pg
+                                                 and (pg - g) * 32 <= pg):
+                self._held += 1
+                self.exposure_hold = True
+                return 0
+            # settled at a new exposure: not a pure gain everywhere (clipping, the
+            # IR-cut filter, colours under a new light), so take the picture as is
+            _rebase(luma, bg, dev, chg, self.n, 0)
+            self.global_change = True
+            self.rebaselines += 1
+            self._held = 0
+            self._pg = 0
+            self.exposure_hold = False
+            return 0
+        self._held = 0
+        self._pg = 0
+        self.exposure_hold = False
         if g == 256 and self._fast:
             _step1(0, 0, luma, bg, dev, chg, age, sp, ns, th, par)
         else:

@@ -15,7 +15,7 @@ fur) and a cup (the `coffee` cup and saucer, elliptic mask).
 Motion scenarios `m_<obj>_a<size%>_s<px/frame>_<entry>_<day|dusk>_<bg>`: 10 quiet frames, then
 the object enters from the left, right, top or bottom edge, or from the middle (walking out
 from behind a pillar at the centre line), at 1, 2, 4 or 8 px per frame, 1, 3, 6 or 12 % of
-the picture, and keeps moving for up to 48 frames (and at least until fully in view + 8). The
+the picture, and keeps moving for up to 72 frames (and at least until fully in view + 8). The
 scenario ends with the object in view: the detector is reset() at each scenario.
 Day: light 1.0, sensor noise sigma 2.5; dusk: light 0.4, sigma 6 (the gain amplifies noise).
 
@@ -49,7 +49,7 @@ SPEEDS = (1, 2, 4, 8)
 DAY = (1.0, 2.5)     # light, noise sigma
 DUSK = (0.4, 6.0)
 LEAD = 10
-MAX_MOTION = 48
+MAX_MOTION = 72
 
 _cache = {}
 
