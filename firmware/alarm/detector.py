@@ -155,12 +155,6 @@ def _step1(i: int, b: int, cur: ptr8, bg: ptr16, dev: ptr8, chg: ptr8, age: ptr8
                 v = int(cur[i])
                 p = int(chg[i]) & 3
                 if p:
-                    if p != q:
-                        # brighter, then darker: a cell that flickers (shake, an
-                        # edge on a JPEG quantization step) learns its noise
-                        if ad > 256:
-                            ad = 256
-                        dev[i] = dv + ((ad - dv) >> ds)
                     a = int(age[i])
                     rd = v - int(ref[i])
                     if rd < 0:
@@ -179,16 +173,23 @@ def _step1(i: int, b: int, cur: ptr8, bg: ptr16, dev: ptr8, chg: ptr8, age: ptr8
                 elif ss != 0:
                     bg[i] = b + ((d + sr) >> ss)
             else:
-                chg[i] = 0
                 if ad + ad <= thr:
+                    chg[i] = 0
                     bg[i] = b + ((d + fr) >> fs)
+                    dev[i] = dv + ((ad - dv) >> ds)
                 else:
-                    # over half the threshold: maybe the edge of a slow object;
-                    # the background follows it only slowly
+                    # over half the threshold: maybe the edge of a slow object,
+                    # the background follows it only slowly. The noise learns
+                    # from it unless it was over half on the same side before (a
+                    # creeping edge, not a swing as in shake or flicker).
+                    h = 32
+                    if d > 0:
+                        h = 16
+                    p = int(chg[i]) & 48
+                    chg[i] = h
                     bg[i] = b + ((d + 8) >> 4)
-                if ad > 256:
-                    ad = 256
-                dev[i] = dv + ((ad - dv) >> ds)
+                    if p != h:
+                        dev[i] = dv + ((ad - dv) >> ds)
             i += 1
     par[5] = npos + nneg
     par[6] = npos
@@ -257,12 +258,6 @@ def _stepg(i: int, d: int, cur: ptr8, bg: ptr16, dev: ptr8, chg: ptr8, age: ptr8
                 v = int(cur[i])
                 p = int(chg[i]) & 3
                 if p:
-                    if p != q:
-                        # brighter, then darker: a cell that flickers (shake, an
-                        # edge on a JPEG quantization step) learns its noise
-                        if ad > 256:
-                            ad = 256
-                        dev[i] = dv + ((ad - dv) >> ds)
                     a = int(age[i])
                     rd = v - int(ref[i])
                     if rd < 0:
@@ -281,14 +276,19 @@ def _stepg(i: int, d: int, cur: ptr8, bg: ptr16, dev: ptr8, chg: ptr8, age: ptr8
                 elif ss != 0:
                     e += (d + sr) >> ss
             else:
-                chg[i] = 0
                 if ad + ad <= thr:
+                    chg[i] = 0
                     e += (d + fr) >> fs
+                    dev[i] = dv + ((ad - dv) >> ds)
                 else:
+                    h = 32
+                    if d > 0:
+                        h = 16
+                    p = int(chg[i]) & 48
+                    chg[i] = h
                     e += (d + 8) >> 4
-                if ad > 256:
-                    ad = 256
-                dev[i] = dv + ((ad - dv) >> ds)
+                    if p != h:
+                        dev[i] = dv + ((ad - dv) >> ds)
             # e stays between the scaled background and c: within 0 .. 4080
             bg[i] = e
             i += 1
@@ -523,6 +523,7 @@ class Detector:
         self.exposure_hold = False
         self._held = 0
         self._pg = 0
+        self._still = 0
 
     def describe(self):
         return {
@@ -583,8 +584,11 @@ class Detector:
             pg = self._pg
             self._pg = g
             self.score = 0
-            if self._held < self.settle and not (pg and (g - pg) * 32 <= pg
-                                                 and (pg - g) * 32 <= pg):
+            if pg and (g - pg) * 64 <= pg and (pg - g) * 64 <= pg:
+                self._still += 1
+            else:
+                self._still = 0
+            if self._held < self.settle and self._still < 2:
                 self._held += 1
                 self.exposure_hold = True
                 return 0
@@ -599,6 +603,7 @@ class Detector:
             return 0
         self._held = 0
         self._pg = 0
+        self._still = 0
         self.exposure_hold = False
         if g == 256:
             _step1(0, 0, luma, bg, dev, chg, age, self._ref, sp, ns, th, par)

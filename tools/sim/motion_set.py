@@ -335,14 +335,14 @@ print('done')
 '''
 
 
-def run_vm(setdir, params=None, names=None, timeout=120):
+def run_vm(setdir, params=None, names=None, timeout=120, heap='2M'):
     """Run extractor + detector on the VM over the set: {name: (scores, triggers)}."""
     with tempfile.TemporaryDirectory() as td:
         drv = os.path.join(td, 'drv.py')
         res = os.path.join(td, 'out')
         with open(drv, 'w') as f:
             f.write(VM_DRIVER)
-        cmd = [VM, '-X', 'heapsize=2M', drv, setdir, res, json.dumps(params or {}),
+        cmd = [VM, '-X', 'heapsize=' + heap, drv, setdir, res, json.dumps(params or {}),
                ','.join(names or [])]
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                            env=dict(os.environ, MICROPYPATH=ROOT))

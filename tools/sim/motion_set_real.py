@@ -391,7 +391,7 @@ def score_condition(c, scores, trig, grace=2):
 def evaluate(setdir=DEFAULT_DIR, params=None, names=None):
     from sim import motion_set
     index = ensure(setdir)
-    res = motion_set.run_vm(setdir, params, names, timeout=600)
+    res = motion_set.run_vm(setdir, params, names, timeout=600, heap='8M')
     return [(c, score_condition(c, *res[c['name']])) for c in index if c['name'] in res]
 
 
