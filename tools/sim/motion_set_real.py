@@ -176,7 +176,17 @@ def _cond(name, kind, frames, labels, cover, **meta):
     return d
 
 
+_ONLY = []  # conditions(only=...): the names to render, the others are skipped
+
+
+def _skip(name):
+    return bool(_ONLY) and name not in _ONLY[0]
+
+
 def motion(obj, size, speed, entry, dusk, bgname, seed):
+    name = 'm_%s_a%d_s%d_%s_%s_%s' % (obj, size, speed, entry, 'dusk' if dusk else 'day', bgname)
+    if _skip(name):
+        return None
     rng = np.random.default_rng(seed)
     light, sigma = DUSK if dusk else DAY
     bg = background(bgname)
@@ -222,7 +232,6 @@ def motion(obj, size, speed, entry, dusk, bgname, seed):
         frames.append(finish(fr, light, sigma, rng))
         labels.append(1 if px else 0)
         cover.append(round(px * 1000 / (W * H)))
-    name = 'm_%s_a%d_s%d_%s_%s_%s' % (obj, size, speed, entry, 'dusk' if dusk else 'day', bgname)
     return _cond(name, 'motion', frames, labels, cover, area=size, speed=speed, entry=entry,
                  obj=obj, dusk=dusk, bg=bgname)
 
@@ -230,6 +239,8 @@ def motion(obj, size, speed, entry, dusk, bgname, seed):
 def quiet(name, bgname, n, light=None, dusk=False, seed=0, shake=False, sway=False, wb=None,
           night=None):
     """n frames without motion; light/wb/night: per-frame lists (or None)."""
+    if _skip('q_%s_%s' % (name, bgname)):
+        return None
     rng = np.random.default_rng(seed)
     r2 = np.random.default_rng(seed + 7)
     bl, sigma = DUSK if dusk else DAY
@@ -261,7 +272,16 @@ def _overshoot(peak, frames, settle=1.0, lead=10, tail=16):
     return seq + [settle] * tail
 
 
-def conditions():
+def conditions(only=None):
+    """The whole set, or only the scenarios named in `only` (the same frames)."""
+    _ONLY[:] = [set(only)] if only else []
+    try:
+        return [c for c in _conditions() if c is not None]
+    finally:
+        _ONLY[:] = []
+
+
+def _conditions():
     out = []
     seed = 100
     i = 0
