@@ -5,7 +5,8 @@ Runs firmware/alarm/luma.py + firmware/alarm/detector.py on the MicroPython VM (
 native code for the viper functions) and prints tables; never asserts:
 
   1. per condition of tools/sim/motion_set.py: recall (motion events that triggered), false alarms
-     per 1000 frames, frames from the first motion frame to the alarm (min_frames=2: >= 1)
+     per 1000 frames, frames from the first motion frame to the alarm (min_frames=2: >= 1);
+     the real-photo set (tools/sim/motion_set_real.py) by light and speed, and its quiet kinds
   2. ms per frame on the VM for extraction and detection at QVGA, VGA, SVGA
   3. instructions for one steady-state QVGA frame (valgrind --tool=callgrind, a run with
      2 frames minus a run with 1 frame), extraction and detection separately
@@ -189,12 +190,75 @@ def quality_table(params=None):
     return res
 
 
+def _med(xs):
+    return xs[len(xs) // 2] if xs else '-'
+
+
+def real_table(params=None):
+    """The real-photo set (tools/sim/motion_set_real.py): motion by light and speed, quiet
+    scenarios by kind, and the goal lines."""
+    from sim import motion_set_real
+    res = motion_set_real.evaluate(params=params)
+    rows = []
+    for dusk in (False, True):
+        for speed in motion_set_real.SPEEDS:
+            sel = [(c, m) for c, m in res if c['kind'] == 'motion' and c['dusk'] == dusk
+                   and c['speed'] == speed]
+            big = [(c, m) for c, m in sel if c['area'] >= 3]
+            ff = sorted(m['from_first'] for c, m in big if m['from_first'] is not None)
+            f15 = sorted(m['from_15'] for c, m in sel if m['from_15'] is not None)
+            small = [(c, m) for c, m in sel if c['area'] < 3]
+            rows.append(['dusk' if dusk else 'day', speed, len(sel),
+                         '%d/%d' % (sum(1 for c, m in big if m['hit']), len(big)),
+                         '%d/%d' % (sum(1 for c, m in small if m['hit']), len(small)),
+                         '%s / %s' % (_med(ff), ff[-1] if ff else '-'),
+                         '%s / %s' % (_med(f15), f15[-1] if f15 else '-')])
+    table(rows, ['light', 'px/frame', 'scenarios', 'recall >= 3 %', 'recall 1 %',
+                 'first pixel -> alarm (median / max)', '1.5 % -> alarm (median / max)'])
+    print()
+    kinds = [('noise', 'noise'), ('dusk_noise', 'dusk noise'), ('step', 'held steps +-20/40/60 %'),
+             ('ramp', 'ramps'), ('flicker', 'flicker 10 %'), ('sway', 'sway'), ('shake', 'shake 1 px'),
+             ('ae_', 'auto-exposure overshoot / recovery'), ('wb_', 'white balance'),
+             ('ircut', 'IR-cut switch')]
+    rows = []
+    for key, label in kinds:
+        sel = [(c, m) for c, m in res if c['kind'] == 'quiet' and c['name'][2:].startswith(key)]
+        rows.append([label, len(sel), sum(m['frames'] for c, m in sel),
+                     sum(m['false'] for c, m in sel), max(m['peak'] for c, m in sel)])
+    table(rows, ['quiet', 'scenarios', 'frames', 'false alarms', 'highest score'])
+    sm = motion_set_real.summarize(res)
+    print()
+    print('objects >= 3 %%: recall %d/%d   (goal: all)%s' % (
+        sm['big_hits'], sm['big'], '; missed: ' + ', '.join(sm['big_missed'])
+        if sm['big_missed'] else ''))
+    print('objects of 1 %%: recall %d/%d (below the default area threshold)'
+          % (sm['small_hits'], sm['small']))
+    f15 = sm['from_15']
+    print('from 1.5 %% of the picture to the alarm: median %s, max %s, %d of %d within 3   '
+          '(goal: all within 3, median <= 1)' % (_med(f15), f15[-1] if f15 else '-',
+                                                 sum(1 for x in f15 if x <= 3), len(f15)))
+    ff = sm['fast_first']
+    print('objects >= 3 %% at >= 4 px/frame, first pixel to the alarm: median %s, max %s, '
+          '%d of %d within 5   (goal: all within 5)' % (_med(ff), ff[-1] if ff else '-',
+                                                         sum(1 for x in ff if x <= 5), len(ff)))
+    print('false alarms: %d in %d quiet frames (goal 0); highest quiet score %d per mille'
+          % (sm['false'], sm['quiet_frames'], sm['quiet_peak']))
+    if sm['late_15']:
+        print('later than 3 frames after 1.5 %%: %s' % ', '.join(
+            '%s %d' % x for x in sm['late_15']))
+    return res
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     use_valgrind = '--no-valgrind' not in argv and os.path.exists(VALGRIND)
     print('== motion detection on the labelled set (tools/sim/motion_set.py, QVGA, default '
           'Detector: sensitivity 5, min_frames 2) ==')
     quality_table()
+    print()
+    print('== motion detection on the real-photo set (tools/sim/motion_set_real.py, QVGA, '
+          'default Detector) ==')
+    real_table()
     td = tempfile.mkdtemp(prefix='bench-motion-')
     try:
         script = os.path.join(td, 'bench.py')

@@ -23,6 +23,7 @@ import micropython
 from micropython import const
 
 _HB = const(512)  # gain histogram bins: ratio x 256, 0 .. 2
+_BIG = const(20)  # a gain beyond 256 +- this (8 %) is an exposure change: see feed()
 
 # sensitivity 1..10 -> (area per-mille, k x 8, floor in grey levels)
 _SENS = (
@@ -51,6 +52,7 @@ def _gtest(i: int, b: int, cur: ptr8, bg: ptr16, chg: ptr8, sp: ptr16, ns: int, 
     hi = 0
     out = 0
     n = 0
+    lv = 0
     s = 0
     while s < ns:
         i = ((int(sp[s]) + 1) >> 1) << 1
@@ -59,6 +61,7 @@ def _gtest(i: int, b: int, cur: ptr8, bg: ptr16, chg: ptr8, sp: ptr16, ns: int, 
         while i < end:
             n += 1
             b = int(bg[i])
+            lv += b
             if uint(b - 384) >= uint(3584):   # 24 .. 248 grey levels (x16) only
                 out += 1
             elif chg[i]:
@@ -74,12 +77,13 @@ def _gtest(i: int, b: int, cur: ptr8, bg: ptr16, chg: ptr8, sp: ptr16, ns: int, 
     par[6] = lo
     par[7] = hi
     par[8] = n
+    par[12] = lv
 
 
 @micropython.viper
 def _gain(i: int, b: int, cur: ptr8, bg: ptr16, chg: ptr8, sp: ptr16, ns: int, hist: ptr16) -> int:
-    # median of cur*256/bg over the active, well-lit cells of even index (the ones
-    # _gtest looks at) that were background
+    # median of cur*256/bg over the active, well-lit, unclipped cells of even index
+    # (the ones _gtest looks at) that were background
     # in the previous frame (chg == 0); 256 = no change. Only run when _gtest
     # found the median outside the dead band (a light change).
     i = 0
@@ -94,8 +98,10 @@ def _gain(i: int, b: int, cur: ptr8, bg: ptr16, chg: ptr8, sp: ptr16, ns: int, h
         s += 2
         while i < end:
             b = int(bg[i])
-            if uint(b - 384) < uint(3584) and chg[i] == 0:
-                r = ((int(cur[i]) << 12) + (b >> 1)) // b
+            c = int(cur[i])
+            # clipped cells (cur >= 248) would pull the median of an overshoot down
+            if uint(b - 384) < uint(3584) and chg[i] == 0 and c < 248:
+                r = ((c << 12) + (b >> 1)) // b
                 if r > 511:
                     r = 511
                 hist[r] += 1
@@ -114,11 +120,9 @@ def _gain(i: int, b: int, cur: ptr8, bg: ptr16, chg: ptr8, sp: ptr16, ns: int, h
 
 @micropython.viper
 def _step1(i: int, b: int, cur: ptr8, bg: ptr16, dev: ptr8, chg: ptr8, age: ptr8,
-           sp: ptr16, ns: int, th: ptr16, par: ptr32):
-    # _stepg for the gain 256 (the steady state) and a power-of-two rel: the
-    # gain-scaled background is the background, the raw change is the change,
-    # no cell can be 'unknown'; (e * rel) >> 8 is e >> par[4].
-    rs = int(par[4])
+           ref: ptr8, sp: ptr16, ns: int, th: ptr16, par: ptr32):
+    # _stepg for the gain 256 (the steady state): the gain-scaled background is
+    # the background, the raw change is the change, no cell can be 'unknown'.
     fs = int(par[9])
     ss = int(par[10])
     ds = int(par[11])
@@ -139,17 +143,29 @@ def _step1(i: int, b: int, cur: ptr8, bg: ptr16, dev: ptr8, chg: ptr8, age: ptr8
             ad = d
             if d < 0:
                 ad = 0 - d
-            if ad > int(th[dv]) + (b >> rs):
+            thr = int(th[dv]) + int(th[256 + (b >> 4)])
+            if ad > thr:
                 if d > 0:
                     npos += 1
-                    c = 1
+                    q = 1
                 else:
                     nneg += 1
-                    c = 2
+                    q = 2
                 a = 0
-                if chg[i] & 3:
+                v = int(cur[i])
+                p = int(chg[i]) & 3
+                if p:
                     a = int(age[i])
-                chg[i] = c
+                    rd = v - int(ref[i])
+                    if rd < 0:
+                        rd = 0 - rd
+                    if (rd << 5) > thr:
+                        # the cell keeps changing: something moving, not parked
+                        a = 0
+                        ref[i] = v
+                else:
+                    ref[i] = v
+                chg[i] = q
                 if a < 255:
                     age[i] = a + 1
                 if a >= absorb:
@@ -157,11 +173,23 @@ def _step1(i: int, b: int, cur: ptr8, bg: ptr16, dev: ptr8, chg: ptr8, age: ptr8
                 elif ss != 0:
                     bg[i] = b + ((d + sr) >> ss)
             else:
-                chg[i] = 0
-                bg[i] = b + ((d + fr) >> fs)
-                if ad > 256:
-                    ad = 256
-                dev[i] = dv + ((ad - dv) >> ds)
+                if ad + ad <= thr:
+                    chg[i] = 0
+                    bg[i] = b + ((d + fr) >> fs)
+                    dev[i] = dv + ((ad - dv) >> ds)
+                else:
+                    # over half the threshold: maybe the edge of a slow object,
+                    # the background follows it only slowly. The noise learns
+                    # from it unless it was over half on the same side before (a
+                    # creeping edge, not a swing as in shake or flicker).
+                    h = 32
+                    if d > 0:
+                        h = 16
+                    p = int(chg[i]) & 48
+                    chg[i] = h
+                    bg[i] = b + ((d + 8) >> 4)
+                    if p != h:
+                        dev[i] = dv + ((ad - dv) >> ds)
             i += 1
     par[5] = npos + nneg
     par[6] = npos
@@ -170,11 +198,11 @@ def _step1(i: int, b: int, cur: ptr8, bg: ptr16, dev: ptr8, chg: ptr8, age: ptr8
 
 @micropython.viper
 def _stepg(i: int, d: int, cur: ptr8, bg: ptr16, dev: ptr8, chg: ptr8, age: ptr8,
-           sp: ptr16, ns: int, th: ptr16, par: ptr32):
+           ref: ptr8, sp: ptr16, ns: int, th: ptr16, par: ptr32):
     # Classify every active cell against the gain-scaled background and update
     # the background and the per-cell noise in the same pass.
     # th[dev]: k * max(dev, min dev) + floor (x16); dev < 256 (the cap, 16 grey levels)
-    # par in:  0 gain (x256), 3 rel (x256), 4 log2(256 / rel) if a power of two, 9 fast shift, 10 slow shift (0 = frozen),
+    # par in:  0 gain (x256), 9 fast shift, 10 slow shift (0 = frozen),
     #          11 dev shift, 14 frames after which a cell that stays changed is
     #          absorbed fast (a parked object, a false change)
     # par out: 5 changed, 6 cells brighter than bg before the gain (raw), 7 darker
@@ -182,7 +210,6 @@ def _stepg(i: int, d: int, cur: ptr8, bg: ptr16, dev: ptr8, chg: ptr8, age: ptr8
     # age: frames the cell has stayed changed; valid only where chg & 3 (the
     # background cells never write it)
     g = int(par[0])
-    rel = int(par[3])
     fs = int(par[9])
     ss = int(par[10])
     ds = int(par[11])
@@ -215,7 +242,7 @@ def _stepg(i: int, d: int, cur: ptr8, bg: ptr16, dev: ptr8, chg: ptr8, age: ptr8
             if d < 0:
                 ad = 0 - d
             dv = int(dev[i])
-            thr = int(th[dv]) + ((e * rel) >> 8)
+            thr = int(th[dv]) + int(th[256 + (e >> 4)])
             # the raw change (before the gain) for the global-change test
             r = c - b
             if r > thr:
@@ -224,13 +251,24 @@ def _stepg(i: int, d: int, cur: ptr8, bg: ptr16, dev: ptr8, chg: ptr8, age: ptr8
                 nneg += 1
             if ad > thr:
                 nc += 1
-                a = 0
-                if chg[i] & 3:
-                    a = int(age[i])
+                q = 2
                 if d > 0:
-                    chg[i] = 1
+                    q = 1
+                a = 0
+                v = int(cur[i])
+                p = int(chg[i]) & 3
+                if p:
+                    a = int(age[i])
+                    rd = v - int(ref[i])
+                    if rd < 0:
+                        rd = 0 - rd
+                    if (rd << 5) > thr:
+                        # the cell keeps changing: something moving, not parked
+                        a = 0
+                        ref[i] = v
                 else:
-                    chg[i] = 2
+                    ref[i] = v
+                chg[i] = q
                 if a < 255:
                     age[i] = a + 1
                 if a >= absorb:
@@ -238,11 +276,19 @@ def _stepg(i: int, d: int, cur: ptr8, bg: ptr16, dev: ptr8, chg: ptr8, age: ptr8
                 elif ss != 0:
                     e += (d + sr) >> ss
             else:
-                chg[i] = 0
-                e += (d + fr) >> fs
-                if ad > 256:
-                    ad = 256
-                dev[i] = dv + ((ad - dv) >> ds)
+                if ad + ad <= thr:
+                    chg[i] = 0
+                    e += (d + fr) >> fs
+                    dev[i] = dv + ((ad - dv) >> ds)
+                else:
+                    h = 32
+                    if d > 0:
+                        h = 16
+                    p = int(chg[i]) & 48
+                    chg[i] = h
+                    e += (d + 8) >> 4
+                    if p != h:
+                        dev[i] = dv + ((ad - dv) >> ds)
             # e stays between the scaled background and c: within 0 .. 4080
             bg[i] = e
             i += 1
@@ -342,7 +388,7 @@ class Detector:
 
     def __init__(self, w8, h8, sensitivity=5, mask=None, min_frames=2, area=None,
                  noise=None, light_fraction=0.5, warmup=3, rel=8, fast_shift=2,
-                 slow_shift=0, absorb=20):
+                 slow_shift=0, absorb=20, settle=10):
         n = w8 * h8
         if n <= 0:
             raise ValueError("empty thumbnail")
@@ -357,9 +403,14 @@ class Detector:
         # change map: bytes, read four at a time by _despeckle (an aligned array)
         self._chg = array("I", bytes(4 * self._nw))
         self._age = bytearray(n)
+        # level of a changed cell when it last moved: it is absorbed only after
+        # `absorb` frames without moving away from it (a parked object)
+        self._ref = bytearray(n)
         self._spans = None  # (start, end) runs of active cells, from set_mask()
         self._hist = array("H", bytes(2 * _HB))
-        self._th = array("H", bytes(2 * 256))  # threshold by noise, set_sensitivity()
+        # threshold: [0:256] by learned noise, [256:512] by level; set_sensitivity()
+        self._th = array("H", bytes(2 * 512))
+        self._thd = array("H", bytes(2 * 512))  # the same at dusk
         self._glo = _gain_table(255)
         self._ghi = _gain_table(258)
         # viper parameters (and results): normal frames, learning frames
@@ -372,15 +423,8 @@ class Detector:
         self.fast_shift = fast_shift
         self.slow_shift = slow_shift
         self.absorb = absorb
-        # (e * rel) >> 8 == e >> rs when rel is a power of two (the default 8)
-        rs = -1
-        for s in range(9):
-            if rel == 1 << (8 - s):
-                rs = s
-        self._fast = rs >= 0
+        self.settle = settle
         for par, learning in ((self._parn, False), (self._parl, True)):
-            par[3] = rel
-            par[4] = rs
             par[9] = 1 if learning else fast_shift
             par[10] = 1 if learning else slow_shift
             par[11] = 1 if learning else 4
@@ -409,7 +453,19 @@ class Detector:
         # the noise estimate is capped at 16 grey levels (256)
         th = self._th
         for dv in range(256):
-            th[dv] = ((max(dv, 16) * k8) >> 3) + fl * 16
+            th[dv] = (max(dv, 16) * k8) >> 3
+        # by level (grey): the floor, lowered in the dark (dusk: less contrast, and
+        # JPEG flicker the learned noise covers), plus rel/256 of the level
+        rel = self.rel
+        for lv in range(256):
+            th[256 + lv] = fl * 16 + ((lv * 16 * rel) >> 8)
+        # at dusk (a dark picture) contrasts are low and the noise, which the
+        # learned per-cell noise follows, decides: half the floor
+        thd = self._thd
+        for i in range(256):
+            thd[i] = (th[i] * 3) >> 2
+        for lv in range(256):
+            thd[256 + lv] = fl * 8 + ((lv * 16 * rel) >> 8)
 
     def set_mask(self, mask):
         n = self.n
@@ -464,6 +520,10 @@ class Detector:
         self.gain = 256
         self.global_change = False
         self.rebaselines = 0
+        self.exposure_hold = False
+        self._held = 0
+        self._pg = 0
+        self._still = 0
 
     def describe(self):
         return {
@@ -510,11 +570,46 @@ class Detector:
                 if -1 <= g - 256 <= 1:
                     g = 256  # dead band: no drift from the median's rounding
         self.gain = g
-        if g == 256 and self._fast:
-            _step1(0, 0, luma, bg, dev, chg, age, sp, ns, th, par)
+        # mean background level (x16) of the looked-at cells: dusk below 64 grey
+        self.dusk = par[12] < looked * 1024
+        if self.dusk:
+            th = self._thd
+        if not learning and (g > 256 + _BIG or g < 256 - _BIG):
+            # A big exposure change. Auto-exposure overshoots and fades back over a
+            # few frames, clipping the highlights on the way: a background rescaled
+            # by such a frame is wrong where it clipped. Keep the background and
+            # look again until the gain holds still (a lamp that stays on: the
+            # new picture becomes the background) or returns (the overshoot is
+            # over: the background was right). The run of alarm frames is kept.
+            pg = self._pg
+            self._pg = g
+            self.score = 0
+            if pg and (g - pg) * 64 <= pg and (pg - g) * 64 <= pg:
+                self._still += 1
+            else:
+                self._still = 0
+            if self._held < self.settle and self._still < 2:
+                self._held += 1
+                self.exposure_hold = True
+                return 0
+            # settled at a new exposure: not a pure gain everywhere (clipping, the
+            # IR-cut filter, colours under a new light), so take the picture as is
+            _rebase(luma, bg, dev, chg, self.n, 0)
+            self.global_change = True
+            self.rebaselines += 1
+            self._held = 0
+            self._pg = 0
+            self.exposure_hold = False
+            return 0
+        self._held = 0
+        self._pg = 0
+        self._still = 0
+        self.exposure_hold = False
+        if g == 256:
+            _step1(0, 0, luma, bg, dev, chg, age, self._ref, sp, ns, th, par)
         else:
             par[0] = g
-            _stepg(0, 0, luma, bg, dev, chg, age, sp, ns, th, par)
+            _stepg(0, 0, luma, bg, dev, chg, age, self._ref, sp, ns, th, par)
         score = 0
         if par[5]:
             score = _despeckle(0, 0, chg, chg, self._nw, self.w8, self.h8) * 1000 // na

@@ -203,13 +203,19 @@ for i in range(W * H):
     v = base[i] + 40
     buf[i] = 255 if v > 255 else v
 d.feed(buf, W, H)
+# the median gain moved by more than 8 %: first held as an exposure change ...
+print(int(d.triggered), int(d.exposure_hold), d.rebaselines)
+# ... until it holds still for two more frames: a new exposure, taken as the background
+d.feed(buf, W, H)
+print(int(d.triggered), int(d.exposure_hold), d.rebaselines)
+d.feed(buf, W, H)
 print(int(d.triggered), int(d.global_change), d.rebaselines)
 for k in range(5):
     d.feed(buf, W, H)
     assert not d.triggered
 print('ok')
 ''')
-    assert out.split() == ['0', '1', '1', 'ok']
+    assert out.split() == ['0', '1', '0', '0', '1', '0', '0', '1', '1', 'ok']
 
 
 def test_no_heap_growth_and_no_allocation_per_frame():

@@ -299,11 +299,14 @@ def ensure(outdir=DEFAULT_DIR):
 
 # ---------------------------------------------------------------- evaluation on the VM
 VM_DRIVER = r'''
-import sys, json, struct
+import sys, json, struct, gc
 from firmware.alarm.luma import LumaExtractor
 from firmware.alarm.detector import Detector
 setdir, out_fn, params = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-names = sys.argv[4].split(',') if len(sys.argv) > 4 and sys.argv[4] else None
+names = None
+if len(sys.argv) > 4:   # a file: the unix VM dies on an argument over 255 bytes
+    with open(sys.argv[4]) as f:
+        names = f.read().split(',')
 with open(setdir + '/index.json') as f:
     index = json.load(f)
 ex = LumaExtractor(100, 75)
@@ -312,6 +315,8 @@ out = open(out_fn, 'w')
 for c in index:
     if names and c['name'] not in names:
         continue
+    data = None
+    gc.collect()   # one condition's frames at a time: no fragmented heap
     with open(setdir + '/' + c['name'] + '.bin', 'rb') as f:
         data = f.read()
     p = 0
@@ -335,15 +340,18 @@ print('done')
 '''
 
 
-def run_vm(setdir, params=None, names=None, timeout=120):
+def run_vm(setdir, params=None, names=None, timeout=120, heap='2M'):
     """Run extractor + detector on the VM over the set: {name: (scores, triggers)}."""
     with tempfile.TemporaryDirectory() as td:
         drv = os.path.join(td, 'drv.py')
         res = os.path.join(td, 'out')
         with open(drv, 'w') as f:
             f.write(VM_DRIVER)
-        cmd = [VM, '-X', 'heapsize=2M', drv, setdir, res, json.dumps(params or {}),
-               ','.join(names or [])]
+        cmd = [VM, '-X', 'heapsize=' + heap, drv, setdir, res, json.dumps(params or {})]
+        if names:
+            with open(os.path.join(td, 'names'), 'w') as f:
+                f.write(','.join(names))
+            cmd.append(os.path.join(td, 'names'))
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                            env=dict(os.environ, MICROPYPATH=ROOT))
         if p.returncode != 0 or p.stdout.strip() != 'done':
