@@ -1,0 +1,227 @@
+"""The whole firmware against a real Mosquitto (password file, ACL): Home Assistant discovery,
+commands from MQTT through the command layer, state on change, broker restart and uplink loss,
+wrong credentials and bad payloads.
+
+The discovery checks follow Home Assistant's documentation of each MQTT entity type
+(home-assistant.io/integrations/<type>.mqtt): the keys it marks required, the values it allows,
+and the keys a discovered entity needs to join a device (unique_id, device.identifiers).
+"""
+import json
+import time
+
+import pytest
+from testkit.broker import USERS, Broker
+
+BASE = 'esp32cam/testcam'
+PREFIX = 'homeassistant'
+
+# Home Assistant MQTT documentation, "Configuration variables", required keys per entity type.
+REQUIRED = {
+    'alarm_control_panel': ('command_topic', 'state_topic'),
+    'binary_sensor': ('state_topic',),
+    'camera': ('topic',),
+    'sensor': ('state_topic',),
+    'button': ('command_topic',),
+    'switch': ('command_topic',),
+}
+# Keys documented for every MQTT entity, and those of each type this firmware may use.
+COMMON = {'name', 'unique_id', 'availability_topic', 'device', 'qos', 'entity_category', 'icon',
+          'json_attributes_topic', 'enabled_by_default', 'object_id', 'default_entity_id',
+          'payload_available', 'payload_not_available'}
+ALLOWED = {
+    'alarm_control_panel': {'command_topic', 'state_topic', 'supported_features',
+                            'code_arm_required', 'code_disarm_required', 'code_trigger_required',
+                            'payload_arm_away', 'payload_disarm', 'payload_arm_home', 'code',
+                            'retain', 'value_template', 'command_template'},
+    'binary_sensor': {'state_topic', 'device_class', 'payload_on', 'payload_off', 'off_delay',
+                      'value_template', 'expire_after', 'force_update'},
+    'camera': {'topic', 'image_encoding'},
+    'sensor': {'state_topic', 'device_class', 'unit_of_measurement', 'state_class',
+               'value_template', 'expire_after', 'force_update', 'suggested_display_precision'},
+    'button': {'command_topic', 'device_class', 'payload_press', 'retain'},
+    'switch': {'command_topic', 'state_topic', 'device_class', 'payload_on', 'payload_off',
+               'state_on', 'state_off', 'optimistic', 'retain', 'value_template'},
+}
+ALARM_FEATURES = {'arm_home', 'arm_away', 'arm_night', 'arm_vacation', 'arm_custom_bypass', 'trigger'}
+ALARM_STATES = {'disarmed', 'armed_home', 'armed_away', 'armed_night', 'armed_vacation',
+                'armed_custom_bypass', 'pending', 'triggered', 'arming', 'disarming'}
+DEVICE_KEYS = {'identifiers', 'connections', 'name', 'model', 'manufacturer', 'sw_version',
+               'hw_version', 'configuration_url', 'suggested_area', 'via_device', 'serial_number'}
+SENSOR_CLASSES = {'signal_strength', 'data_size', 'duration', 'timestamp'}  # the ones we use
+EXPECTED = {('alarm_control_panel', 'alarm'), ('binary_sensor', 'motion'), ('camera', 'photo'),
+            ('sensor', 'rssi'), ('sensor', 'ssid'), ('sensor', 'heap_free'), ('sensor', 'uptime'),
+            ('sensor', 'last_alarm'), ('button', 'take_photo'), ('button', 'alarm_test'),
+            ('switch', 'camera')}
+
+
+def check_discovery(component, conf):
+    """The errors of one discovery payload, per Home Assistant's documentation."""
+    errors = []
+    for k in REQUIRED[component]:
+        if k not in conf:
+            errors.append('%s: required key %s missing' % (component, k))
+    for k in conf:
+        if k not in COMMON and k not in ALLOWED[component]:
+            errors.append('%s: key %s is not documented' % (component, k))
+    for k in ('unique_id', 'device', 'availability_topic'):
+        if k not in conf:
+            errors.append('%s: %s missing (needed for a device entity with availability)' % (component, k))
+    dev = conf.get('device', {})
+    if not (dev.get('identifiers') or dev.get('connections')):
+        errors.append('%s: device needs identifiers or connections' % component)
+    for k in dev:
+        if k not in DEVICE_KEYS:
+            errors.append('%s: device key %s is not documented' % (component, k))
+    for k, v in conf.items():
+        if k.endswith('_topic') or k == 'topic':
+            if not isinstance(v, str) or not v or '+' in v or '#' in v:
+                errors.append('%s: %s must be a plain topic, got %r' % (component, k, v))
+    if component == 'alarm_control_panel':
+        feats = conf.get('supported_features', [])
+        if not set(feats) <= ALARM_FEATURES:
+            errors.append('alarm_control_panel: unknown supported_features %r' % feats)
+    if component == 'sensor' and 'device_class' in conf and conf['device_class'] not in SENSOR_CLASSES:
+        errors.append('sensor: device_class %r' % conf['device_class'])
+    if conf.get('state_class') and 'unit_of_measurement' not in conf:
+        errors.append('%s: state_class without unit_of_measurement' % component)
+    return errors
+
+
+def test_discovery_check_catches_a_missing_required_key():
+    conf = {'name': 'x', 'unique_id': 'u', 'availability_topic': 'a', 'device': {'identifiers': ['i']},
+            'state_topic': 's'}
+    assert check_discovery('alarm_control_panel', conf) == [
+        'alarm_control_panel: required key command_topic missing']
+    assert check_discovery('switch', dict(conf, command_topic='c', bogus=1)) == [
+        'switch: key bogus is not documented']
+
+
+def mqtt_cfg(broker, **extra):
+    cfg = {'host': '127.0.0.1', 'port': broker.port, 'user': 'cam', 'password': USERS['cam'],
+           'keepalive_s': 10, 'timeout_s': 5}
+    cfg.update(extra)
+    return {'mqtt': cfg}
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = Broker(tmp_path / 'broker').start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def watch(broker):
+    w = broker.watch()
+    yield w
+    w.close()
+
+
+def configs(watch):
+    out = {}
+    for topic, payload in list(watch.last.items()):
+        parts = topic.split('/')
+        if parts[0] == PREFIX and parts[-1] == 'config' and parts[2] == 'testcam' and payload:
+            out[(parts[1], parts[3])] = json.loads(payload)
+    return out
+
+
+def wait_configs(watch, expected, dev, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = configs(watch)
+        if expected <= set(got):
+            return got
+        time.sleep(0.1)
+    raise AssertionError('entities missing: %s\n%s' % (sorted(expected - set(configs(watch))),
+                                                       dev.console()[-3000:]))
+
+
+def result(watch, since, timeout=15):
+    return json.loads(watch.wait(BASE + '/result', timeout=timeout, since=since))
+
+
+def test_device_appears_with_every_entity(firmware, broker, watch):
+    dev = firmware(mqtt_cfg(broker, allow_destructive=True))
+    got = wait_configs(watch, EXPECTED | {('button', 'reboot')}, dev)
+    for (component, oid), conf in got.items():
+        assert check_discovery(component, conf) == [], (component, oid, conf)
+    dev_info = got[('alarm_control_panel', 'alarm')]['device']
+    assert dev_info['model'] and dev_info['sw_version']
+    assert dev_info['configuration_url'].startswith('http://')
+    assert str(dev.ports['admin']) in dev_info['configuration_url']
+    assert len({json.dumps(c['device'], sort_keys=True) for c in got.values()}) == 1  # one device
+    assert len({c['unique_id'] for c in got.values()}) == len(got)
+    # availability and the states, retained
+    assert watch.wait(BASE + '/availability', lambda p: p == b'online')
+    assert watch.wait(BASE + '/alarm').decode() in ALARM_STATES
+    assert watch.wait(BASE + '/motion') == b'OFF'
+    assert watch.wait(BASE + '/camera') in (b'ON', b'OFF')
+    vit = json.loads(watch.wait(BASE + '/vitals'))
+    assert vit['ssid'] == 'home' and isinstance(vit['heap_free'], int) and vit['rssi'] < 0
+    assert '"password"' not in dev.console() and USERS['cam'] not in dev.console()
+    s = dev.status()['mqtt']
+    assert s['connected'] and s['announced'] and 'error' not in s
+
+
+def test_arming_from_mqtt_and_the_owners_disarm(firmware, broker, watch):
+    dev = firmware(mqtt_cfg(broker))
+    watch.wait(BASE + '/alarm', lambda p: p == b'disarmed')
+    m = watch.mark()
+    watch.publish(BASE + '/alarm/set', 'ARM_AWAY')
+    assert result(watch, m) == {'topic': 'alarm/set', 'ok': True, 'result': 'alarm armed'}
+    watch.wait(BASE + '/alarm', lambda p: p == b'armed_away', since=m)
+    assert dev.status()['alarm']['state'] == 'armed'
+    # the owner disarms on the admin page: the state on the broker follows, and it stays
+    m = watch.mark()
+    code, _, _ = dev.admin('disarm')
+    assert code in (200, 303)
+    watch.wait(BASE + '/alarm', lambda p: p == b'disarmed', since=m)
+    st = dev.status()['alarm']
+    assert st['state'] == 'disarmed' and st['commanded'] == 'disarmed'
+    # the reboot button is not offered (allow_destructive defaults to false) and is refused
+    assert ('button', 'reboot') not in configs(watch)
+    m = watch.mark()
+    watch.publish(BASE + '/reboot/press', 'PRESS')
+    r = result(watch, m)
+    assert r['ok'] is False and 'allow_destructive' in r['error']
+    assert dev.board.running() and dev.status()['boot']
+
+
+def test_bad_payloads_get_clear_errors(firmware, broker, watch):
+    dev = firmware(mqtt_cfg(broker))
+    watch.wait(BASE + '/availability', lambda p: p == b'online')
+    cases = [('alarm/set', b'ARM_NIGHT', 'payload must be ARM_AWAY or DISARM'),
+             ('alarm/set', b'\xff\xfe', 'payload must be ARM_AWAY or DISARM'),
+             ('camera/set', b'maybe', 'payload must be ON or OFF'),
+             ('alarm_test/press', b'x' * 3000, None)]
+    for what, payload, err in cases:
+        m = watch.mark()
+        watch.publish(BASE + '/' + what, payload)
+        if err is None:       # bigger than any command: dropped, counted, the session goes on
+            deadline = time.monotonic() + 10
+            while dev.status()['mqtt']['dropped'] < 1:
+                assert time.monotonic() < deadline, 'oversized message not counted'
+                time.sleep(0.1)
+            continue
+        r = result(watch, m)
+        assert r['ok'] is False and err in r['error'] and r['topic'] == what, r
+    m = watch.mark()
+    watch.publish(BASE + '/alarm/set', 'ARM_AWAY')
+    assert result(watch, m)['ok'] is True
+    s = dev.status()
+    assert s['mqtt']['connected'] and s['tasks']['mqtt']['restarts'] == 0
+    assert s['tasks']['mqtt-commands']['restarts'] == 0
+
+
+def test_wrong_credentials_are_named(firmware, broker):
+    dev = firmware(mqtt_cfg(broker, password='not-the-password'))
+    deadline = time.monotonic() + 20
+    while 'error' not in dev.status()['mqtt']:
+        assert time.monotonic() < deadline, 'no error for wrong credentials'
+        time.sleep(0.2)
+    s = dev.status()['mqtt']
+    assert 'broker refused the connection' in s['error'] and not s['connected']
+    assert 'password' in s['error']
+    assert 'not-the-password' not in json.dumps(dev.status())
+    assert s['error'] in dev.console()
