@@ -185,7 +185,7 @@ def test_arming_from_mqtt_and_the_owners_disarm(firmware, broker, watch):
     watch.publish(BASE + '/reboot/press', 'PRESS')
     r = result(watch, m)
     assert r['ok'] is False and 'allow_destructive' in r['error']
-    assert dev.board.running() and dev.status()['boot']
+    assert dev.board.running and dev.status()['boot']
 
 
 def test_bad_payloads_get_clear_errors(firmware, broker, watch):
