@@ -225,3 +225,82 @@ def test_wrong_credentials_are_named(firmware, broker):
     assert 'password' in s['error']
     assert 'not-the-password' not in json.dumps(dev.status())
     assert s['error'] in dev.console()
+
+
+def test_motion_turns_the_sensor_on_and_sends_the_photo(firmware, broker, watch):
+    dev = firmware(mqtt_cfg(broker, motion_hold_s=2))
+    watch.wait(BASE + '/motion', lambda p: p == b'OFF')
+    m = watch.mark()
+    watch.publish(BASE + '/alarm/set', 'ARM_AWAY')
+    watch.wait(BASE + '/alarm', lambda p: p == b'armed_away', since=m)
+    m = watch.mark()
+    dev.board.control('camera', motion=True)
+    watch.wait(BASE + '/motion', lambda p: p == b'ON', since=m)
+    score = json.loads(watch.wait(BASE + '/motion/attributes', lambda p: json.loads(p)['score'] > 0,
+                                  since=m))['score']
+    watch.wait(BASE + '/alarm', lambda p: p == b'triggered', since=m)
+    photo = watch.wait(BASE + '/photo', since=m)
+    assert photo[:2] == b'\xff\xd8' and photo[-2:] == b'\xff\xd9' and len(photo) > 5000
+    assert watch.wait(BASE + '/last_alarm', since=m).decode()[4] == '-'
+    dev.board.control('camera', motion=False)
+    m = watch.mark()
+    watch.wait(BASE + '/motion', lambda p: p == b'OFF', since=m)       # after motion_hold_s
+    watch.wait(BASE + '/alarm', lambda p: p == b'armed_away', since=m)
+    assert score > 0
+    # the photo button: a fresh snapshot on the camera entity
+    m = watch.mark()
+    watch.publish(BASE + '/photo/take', 'PRESS')
+    assert watch.wait(BASE + '/photo', since=m)[:2] == b'\xff\xd8'
+    assert result(watch, m)['ok'] is True
+
+
+def test_broker_restart_and_uplink_loss_keep_the_state(firmware, broker, watch):
+    dev = firmware(mqtt_cfg(broker, keepalive_s=5))
+    watch.wait(BASE + '/availability', lambda p: p == b'online')
+    m = watch.mark()
+    watch.publish(BASE + '/alarm/set', 'ARM_AWAY')
+    watch.wait(BASE + '/alarm', lambda p: p == b'armed_away', since=m)
+    watch.close()
+    broker.restart()                        # no persistence: the broker forgot every retained message
+    w = broker.watch()
+    try:
+        assert w.wait(BASE + '/alarm', lambda p: p == b'armed_away', timeout=30)
+        assert w.wait(BASE + '/availability') == b'online'
+        wait_configs(w, EXPECTED, dev)
+        # uplink loss: the device drops the session; the broker's last will says offline
+        m = w.mark()
+        dev.board.control('air', aps=[])
+        assert w.wait(BASE + '/availability', lambda p: p == b'offline', since=m, timeout=30)
+        # meanwhile the owner disarms on the admin page (AP side): the broker learns it on return
+        assert dev.admin('disarm')[0] in (200, 303)
+        m = w.mark()
+        dev.board.control('air', aps=[{'ssid': 'home', 'password': 'home-pass-1'}])
+        assert w.wait(BASE + '/availability', lambda p: p == b'online', since=m, timeout=40)
+        assert w.wait(BASE + '/alarm', lambda p: p == b'disarmed', since=m)
+        time.sleep(0.5)
+        assert w.last[BASE + '/alarm'] == b'disarmed'
+        s = dev.status()['mqtt']
+        assert s['connected'] and s['connects'] >= 3
+    finally:
+        w.close()
+
+
+def test_removing_the_section_removes_the_entities(firmware, broker, watch):
+    dev = firmware(mqtt_cfg(broker))
+    wait_configs(watch, EXPECTED, dev)
+    dev.board.stop()
+    cfg = json.loads((dev.flash / 'config.json').read_text())
+    del cfg['mqtt']
+    (dev.flash / 'config.json').write_text(json.dumps(cfg))
+    m = watch.mark()
+    dev.board.start()
+    deadline = time.monotonic() + 30
+    while configs(watch):
+        assert time.monotonic() < deadline, 'entities left: %s\n%s' % (
+            sorted(configs(watch)), dev.console()[-2000:])
+        time.sleep(0.1)
+    assert watch.mark() > m
+    wait_file_gone = time.monotonic() + 10
+    while (dev.flash / 'mqtt.json').exists():
+        assert time.monotonic() < wait_file_gone, 'mqtt.json kept'
+        time.sleep(0.1)
