@@ -27,7 +27,7 @@ def bridged(peers, broker, password=USERS['lfcp'], **kw):
     bridge = peers._servers.call(lambda: mqtt_bridge.MqttBridge(
         srv, peers._servers.loop, '127.0.0.1', broker.port, 'lfcp', password, **kw))
     peers._stops.append(bridge.close)
-    peers._servers.call(lambda: peers._servers.loop.create_task(bridge.watch(0.2)))
+    peers._servers.call(lambda: peers._servers.loop.create_task(bridge.run(0.2)))
     return srv, bridge
 
 

@@ -11,14 +11,21 @@ MOAL), the last STAT answer, a status button (STAT) and, with --mqtt-destructive
 (reachable within --unreachable-after). Commands go through the server's queue, so they are
 delivered with its ids and retries, and executed once by the device. Errors go to <name>/result.
 
-The broker client is paho-mqtt (pinned in requirements.txt), on its own network thread: the
-datagram loop only hands it messages, it never waits for the broker.
+The broker client is paho-mqtt (pinned in requirements.txt), driven by the server's asyncio loop
+(its sockets registered with the loop, connection attempts in an executor): a publish never waits
+for the broker, and nothing crosses threads on the alarm path.
 """
+import asyncio
+import collections
+import gc
 import json
 import os
+import socket
 import threading
 import time
 
+MARK = '@@name@@'     # stands for the device name in the discovery templates ('@' is not in names)
+ANNOUNCE_BATCH = 100
 HOLD_S = 10          # motion stays on (and the panel triggered) this long after a MOAL
 ALARM_IDS = 4        # MOAL ids remembered per device (retransmissions are published once)
 
@@ -43,6 +50,9 @@ class MqttBridge:
         self.prefix = prefix
         self.destructive = destructive
         self.devs = {}
+        self.pending = collections.deque()   # devices heard, not yet announced
+        self._templates = None
+        self._more = asyncio.Event()
         self.published = 0
         self.errors = 0
         self.connected = threading.Event()
@@ -52,6 +62,7 @@ class MqttBridge:
         c = self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                       client_id=client_id or 'lfcp-bridge-%d' % os.getpid())
         c.max_queued_messages_set(0)
+        c.max_inflight_messages_set(1000)   # a burst of alarms must not wait for PUBACKs in turn
         if user:
             c.username_pw_set(user, password)
         if ca:
@@ -59,17 +70,78 @@ class MqttBridge:
         c.will_set(self.avail, 'offline', qos=1, retain=True)
         c.on_connect = self._on_connect
         c.on_message = self._on_message
-        c.reconnect_delay_set(1, 30)
-        c.connect_async(host, port, keepalive=30)
-        c.loop_start()
+        c.on_socket_open = self._opened
+        c.on_socket_close = self._closed
+        c.on_socket_register_write = lambda client, ud, sock: self._in_loop(
+            loop.add_writer, sock, self._write)
+        c.on_socket_unregister_write = lambda client, ud, sock: self._in_loop(
+            loop.remove_writer, sock)
+        self.host, self.port = host, port
+        self._tid = None
         srv.observers.append(self.report)
 
-    def close(self):
-        self.client.publish(self.avail, 'offline', qos=1, retain=True)
-        self.client.disconnect()
-        self.client.loop_stop()
+    # --- paho on the server's event loop ------------------------------------------------------
+    # paho's own network thread would hand every message over through the GIL (milliseconds
+    # each under load: p99 of an alarm burst was 300 ms); on the loop, a publish is a write.
+    def _in_loop(self, fn, *args):
+        if threading.get_ident() == self._tid:
+            fn(*args)
+        else:
+            self.loop.call_soon_threadsafe(fn, *args)
 
-    # --- the broker side (paho's thread) ------------------------------------------------------
+    def _opened(self, client, userdata, sock):
+        try:    # an alarm is one small packet: no Nagle delay waiting for the broker's ACK
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (AttributeError, OSError):
+            pass
+        self._in_loop(self.loop.add_reader, sock, self._read)
+
+    def _closed(self, client, userdata, sock):
+        self._in_loop(self.loop.remove_reader, sock)
+        self._in_loop(self.loop.remove_writer, sock)
+
+    def _read(self):
+        self.client.loop_read(64)
+
+    def _write(self):
+        self.client.loop_write()
+
+    async def run(self, every=1.0):
+        """Connect (and reconnect with backoff), keep-alive, LFCP liveness -> availability, the
+        end of the motion hold."""
+        import paho.mqtt.client as mqtt
+        self._tid = threading.get_ident()
+        self._announcing = asyncio.ensure_future(self._announcer())
+        delay = 1
+        connected = False
+        while True:
+            if not connected:
+                try:
+                    await self.loop.run_in_executor(None, self.client.connect, self.host,
+                                                    self.port, 30)
+                    connected = True
+                    delay = 1
+                except OSError as e:
+                    self.refused = 'cannot connect to %s:%d: %s' % (self.host, self.port, e)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 30)
+                    continue
+            await asyncio.sleep(every)
+            if self.client.loop_misc() == mqtt.MQTT_ERR_NO_CONN:
+                connected = False
+                continue
+            self._tick()
+
+    def close(self):
+        def go():
+            self.client.publish(self.avail, 'offline', qos=1, retain=True)
+            self.client.disconnect()
+        if self.loop.is_running() and threading.get_ident() != self._tid:
+            self.loop.call_soon_threadsafe(go)
+        else:
+            go()
+
+    # --- the broker side ------------------------------------------------------
     def _on_connect(self, client, userdata, flags, rc, props=None):
         if rc.is_failure:
             self.refused = str(rc)
@@ -80,11 +152,11 @@ class MqttBridge:
         for what in ('alarm/set', 'status/press', 'reboot/press'):
             client.subscribe('%s/+/%s' % (self.base, what), qos=1)
         # a broker that restarted has lost the retained messages: announce everything again
-        self.loop.call_soon_threadsafe(self._reannounce)
+        self._reannounce()
         self.connected.set()
 
     def _on_message(self, client, userdata, msg):
-        self.loop.call_soon_threadsafe(self._command, msg.topic, msg.payload)
+        self._command(msg.topic, msg.payload)
 
     # --- the LFCP side (the server's loop) ------------------------------------------------------
     def report(self, dev, typ, f):
@@ -93,8 +165,10 @@ class MqttBridge:
         if d is None:
             d = self.devs[dev.name] = Dev()
         if not d.announced:
-            self._announce(dev.name, d)
-        if d.up is not True:
+            d.announced = True          # queued: the announcer publishes config, availability, state
+            self.pending.append(dev.name)
+            self._more.set()
+        elif d.up is not True:
             d.up = True
             self._pub(dev.name, 'availability', 'online', retain=True)
         if typ == 'MOAL':
@@ -112,7 +186,8 @@ class MqttBridge:
                                                             time.gmtime(now)), retain=True)
         elif typ == 'STAT':
             self._pub(dev.name, 'status', f[2], retain=True)
-        self._state(dev, d)
+        if d.up:
+            self._state(dev, d)
 
     def _state(self, dev, d):
         if d.until:
@@ -125,24 +200,20 @@ class MqttBridge:
             d.state = s
             self._pub(dev.name, 'alarm', s, retain=True)
 
-    async def watch(self, every=1.0):
-        """LFCP liveness -> availability; the end of the motion hold."""
-        import asyncio
-        while True:
-            await asyncio.sleep(every)
-            now = time.monotonic()
-            for name, d in self.devs.items():
-                dev = self.srv.devices.get(name)
-                if dev is None:
-                    continue
-                up = dev.reachable(self.srv.limit)
-                if up != d.up:
-                    d.up = up
-                    self._pub(name, 'availability', 'online' if up else 'offline', retain=True)
-                if d.until and now >= d.until:
-                    d.until = 0.0
-                    self._pub(name, 'motion', 'OFF', retain=True)
-                    self._state(dev, d)
+    def _tick(self):
+        now = time.monotonic()
+        for name, d in self.devs.items():
+            dev = self.srv.devices.get(name)
+            if dev is None:
+                continue
+            up = dev.reachable(self.srv.limit)
+            if up != d.up:
+                d.up = up
+                self._pub(name, 'availability', 'online' if up else 'offline', retain=True)
+            if d.until and now >= d.until:
+                d.until = 0.0
+                self._pub(name, 'motion', 'OFF', retain=True)
+                self._state(dev, d)
 
     def _command(self, topic, payload):
         parts = topic.split('/')
@@ -203,23 +274,53 @@ class MqttBridge:
                 conf['qos'] = 1
         return out
 
-    def _announce(self, name, d):
-        for component, oid, conf in self._entities(name):
-            self.client.publish('%s/%s/lfcp_%s/%s/config' % (self.prefix, component, name, oid),
-                                json.dumps(conf), qos=1, retain=True)
+    def _announce(self, name):
+        if self._templates is None:     # JSON once, the name substituted per device
+            self._templates = [('%s/%s/lfcp_%s/%s/config' % (self.prefix, component, MARK, oid),
+                                json.dumps(conf)) for component, oid, conf in self._entities(MARK)]
+        for topic, conf in self._templates:
+            self.client.publish(topic.replace(MARK, name), conf.replace(MARK, name), qos=0,
+                                retain=True)
             self.published += 1
-        d.announced = True
+
+    async def _announcer(self):
+        """New devices are announced here, ANNOUNCE_BATCH at a time with a turn for the datagrams
+        between batches: 10,000 devices heard at once must not hold up an alarm."""
+        while True:
+            if not self.pending:
+                # The device table is long-lived: keep it out of the collector's full passes
+                # (55 ms each with 10,000 devices, a stall every alarm in flight would wait for).
+                gc.freeze()
+                self._more.clear()
+                await self._more.wait()
+                continue
+            for _ in range(min(ANNOUNCE_BATCH, len(self.pending))):
+                name = self.pending.popleft()
+                d = self.devs[name]
+                self._announce(name)
+                dev = self.srv.devices.get(name)
+                d.up = bool(dev and dev.reachable(self.srv.limit))
+                self._pub(name, 'availability', 'online' if d.up else 'offline', retain=True)
+                if dev:
+                    self._state(dev, d)
+            await asyncio.sleep(0)
 
     def _reannounce(self):
         for name, d in self.devs.items():
-            self._announce(name, d)
+            if name in self.pending:
+                continue
+            self._announce(name)
             if d.up is not None:
                 self._pub(name, 'availability', 'online' if d.up else 'offline', retain=True)
             if d.state:
                 self._pub(name, 'alarm', d.state, retain=True)
 
     def _pub(self, name, what, payload, retain=False):
-        self.client.publish('%s/%s/%s' % (self.base, name, what), payload, qos=1, retain=retain)
+        """Retained state goes at QoS 0: all of it is published again after a reconnection, and
+        10,000 devices' announcements at QoS 1 would queue the alarms behind their PUBACKs.
+        Events and command results go at QoS 1."""
+        self.client.publish('%s/%s/%s' % (self.base, name, what), payload, qos=0 if retain else 1,
+                            retain=retain)
         self.published += 1
 
     def stats(self):
@@ -243,5 +344,5 @@ def start(srv, loop, args):
     host, port = args.mqtt.rsplit(':', 1)
     b = MqttBridge(srv, loop, host, int(port), args.mqtt_user, os.environ.get('MQTT_PASSWORD', ''),
                    args.mqtt_ca, args.mqtt_base, args.mqtt_prefix, args.mqtt_destructive)
-    loop.create_task(b.watch())
+    loop.create_task(b.run())
     return b

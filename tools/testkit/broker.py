@@ -51,7 +51,7 @@ class Broker:
             f.write('listener %d 127.0.0.1\nallow_anonymous false\npassword_file %s\n'
                     'acl_file %s\npersistence %s\npersistence_location %s/\n'
                     'log_dest file %s/mosquitto.log\nlog_type error\nlog_type warning\n'
-                    'log_type notice\nuser %s\nmax_keepalive 3600\n'
+                    'log_type notice\nuser %s\nmax_keepalive 3600\nmax_inflight_messages 1000\nset_tcp_nodelay true\n'
                     % (self.port, pw, acl, 'true' if persistence else 'false', self.dir, self.dir,
                        getpass.getuser()))
 
@@ -108,6 +108,7 @@ class Watcher:
         c = self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                       client_id='watcher-%d-%d' % (os.getpid(), id(self)))
         c.username_pw_set(user, password)
+        c.max_inflight_messages_set(1000)
 
         def on_connect(client, userdata, flags, rc, props=None):
             if rc.is_failure:
