@@ -34,9 +34,59 @@ def rate(port, seconds):
         r.close()
 
 
+def heap_used(port):
+    import base64
+    import urllib.request
+    req = urllib.request.Request('http://127.0.0.1:%d/status' % port)
+    req.add_header('Authorization', 'Basic ' + base64.b64encode(b'admin:bench-password').decode())
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.load(r)['heap_used']
+
+
+def boot(tmp, name, broker=None):
+    flash = os.path.join(tmp, name)
+    os.makedirs(os.path.join(flash, '.sim'))
+    ports = [free_port() for _ in range(3)]
+    cfg = {'device': {'name': 'benchcam'},
+           'http': {'bind': '127.0.0.1', 'control_port': ports[0], 'stream_port': ports[1],
+                    'admin_port': ports[2]},
+           'admin': {'password': 'bench-password'}, 'camera': {'framesize': 'VGA'},
+           'wifi': {'upstream': [{'ssid': 'home', 'password': 'home-pass-1'}]},
+           'internet': {'probe': []}}
+    if broker:
+        cfg['mqtt'] = {'host': '127.0.0.1', 'port': broker.port, 'user': 'cam',
+                       'password': USERS['cam']}
+    with open(os.path.join(flash, 'config.json'), 'w') as f:
+        json.dump(cfg, f)
+    b = Board(flash)
+    b.start()
+    if not b.wait_ready(ports, timeout=30):
+        b.stop()
+        raise RuntimeError('firmware did not start:\n' + b.console()[-2000:])
+    return b, ports
+
+
+def heap_cost(tmp, broker):
+    """Heap in use after GC (the admin /status), idle, without and with MQTT connected."""
+    out = []
+    for name, br in (('heap-off', None), ('heap-on', broker)):
+        b, ports = boot(tmp, name, br)
+        try:
+            time.sleep(3)       # settle: Wi-Fi joined, the broker session and discovery done
+            out.append(min(heap_used(ports[2]) for _ in range(3)))
+        finally:
+            b.stop()
+    return out
+
+
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         broker = Broker(os.path.join(tmp, 'broker')).start()
+        off, on = heap_cost(tmp, broker)
+        print('| heap in use after GC, idle | bytes |\n|---|---|')
+        print('| without MQTT | %d |' % off)
+        print('| with MQTT connected, entities announced | %d (+%d) |' % (on, on - off))
+        print()
         flash = os.path.join(tmp, 'flash')
         os.makedirs(os.path.join(flash, '.sim'))
         ports = [free_port() for _ in range(3)]

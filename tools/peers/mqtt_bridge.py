@@ -168,7 +168,7 @@ class MqttBridge:
             d.announced = True          # queued: the announcer publishes config, availability, state
             self.pending.append(dev.name)
             self._more.set()
-        elif d.up is not True:
+        elif d.up is False:             # back after an absence (None: still being announced)
             d.up = True
             self._pub(dev.name, 'availability', 'online', retain=True)
         if typ == 'MOAL':
@@ -204,7 +204,7 @@ class MqttBridge:
         now = time.monotonic()
         for name, d in self.devs.items():
             dev = self.srv.devices.get(name)
-            if dev is None:
+            if dev is None or d.up is None:     # gone, or not announced yet
                 continue
             up = dev.reachable(self.srv.limit)
             if up != d.up:
