@@ -62,6 +62,9 @@ class App:
         if cfg.telegram.token or exists('telegram.json'):
             self._telegram()
         self.port_forward = None
+        self.mqtt = None
+        if cfg.mqtt.host or exists('mqtt.json'):   # mqtt.json: entities to take off the broker
+            self._mqtt()
         if exists('upnp.json'):     # a port may be left open on the router: clean up at boot
             self._port_forward()
         self.stream = StreamServer(self.cam, cfg.http, log, guard=self._guard)
@@ -83,6 +86,19 @@ class App:
     def _spawn_telegram(self):
         self.sup.spawn('telegram-send', self.telegram.run_sender)
         self.sup.spawn('telegram-poll', self.telegram.run_poller)
+
+    def _mqtt(self):
+        from firmware.mqtt.ha import HomeAssistant
+        h = self.cfg.http
+        self.mqtt = HomeAssistant(self.cfg, self.log, self.bus, self.commands, self.cam, self.alarm,
+                                  vitals=self._vitals,
+                                  config_url=lambda: 'http://%s:%d/' % (self.wifi.address(), h.admin_port))
+
+    def _vitals(self):
+        w = self.wifi.status()
+        gc.collect()
+        return {'rssi': w.get('rssi'), 'ssid': w.get('upstream'), 'heap_free': gc.mem_free(),
+                'uptime_s': time.time() - self.started}
 
     def _port_forward(self):
         if self.port_forward is None:
@@ -184,6 +200,7 @@ class App:
             'lfcp': self.mgmt.status() if self.mgmt else {'enabled': False},
             'telegram': self.telegram.status() if self.telegram else {'configured': False},
             'upnp': self.port_forward.status() if self.port_forward else {'open': False},
+            'mqtt': self.mqtt.status() if self.mqtt else {'configured': False},
             'tasks': self.sup.status(),
             'supervisor': self.sup.report(),
             'admin_denied': self.admin.denied,
@@ -210,6 +227,13 @@ class App:
             self._spawn_telegram()
         if self.port_forward:
             sup.spawn('upnp', self.port_forward.run)
+        if self.mqtt:
+            sup.spawn('mqtt', self.mqtt.client.run)
+            if self.mqtt.cleanup_only:
+                sup.spawn('mqtt-cleanup', self.mqtt.run_cleanup)
+            else:
+                sup.spawn('mqtt-commands', self.mqtt.run_commands)
+                sup.spawn('mqtt-state', self.mqtt.run_state)
         for app, port in ((self.control.app, h.control_port), (self.stream.app, h.stream_port),
                           (self.admin.app, h.admin_port)):
             listener = Listener(app, h.bind, port, h.backlog, self.log,

@@ -131,6 +131,21 @@ SCHEMA = {
         'queue': (int, 4, (1, 32)),
         'alarm_slots': (int, 2, (0, 32)),
     },
+    'mqtt': {
+        'host': (str, '', None),
+        'port': (int, 1883, (1, 65535)),
+        'user': (str, '', None),
+        'password': (str, '', None),
+        'tls_ca': (str, '', None),
+        'topic': (str, '', lambda v: 'must not contain "+", "#" or end with "/"'
+                  if '+' in v or '#' in v or v.endswith('/') else None),
+        'discovery_prefix': (str, 'homeassistant', lambda v: None if v and '/' not in v and '+' not in v and '#' not in v
+                             else 'must be one topic level (no "/", "+", "#")'),
+        'keepalive_s': (int, 60, (5, 3600)),
+        'timeout_s': (int, 10, (1, 120)),
+        'allow_destructive': (bool, False, None),
+        'motion_hold_s': (int, 10, (1, 3600)),
+    },
     'upnp': {
         'external_port': (int, 54321, (1, 65535)),
         'port_range': (int, 10, (1, 1000)),

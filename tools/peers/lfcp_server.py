@@ -126,6 +126,7 @@ class LfcpServer(asyncio.DatagramProtocol):
         self.replies = 0
         self._buckets = {}
         self._dirty = False
+        self.observers = []  # fn(device, type, fields) after each accepted report (mqtt_bridge)
         if state:
             self.load()
 
@@ -174,6 +175,8 @@ class LfcpServer(asyncio.DatagramProtocol):
         dev.auth = seq is not None
         self._dirty = True
         getattr(self, '_on_' + typ)(dev, f)
+        for fn in self.observers:
+            fn(dev, typ, f)
         if typ != 'ACK':
             self._reply(dev, typ, seq)
 
@@ -379,6 +382,8 @@ async def serve(args, key):
         transport.get_extra_info('socket').setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
     except OSError:
         pass
+    from peers import mqtt_bridge
+    bridge = mqtt_bridge.start(srv, loop, args)
     host, port = _hostport(args.api)
     api = await asyncio.start_server(lambda r, w: _api_conn(srv, r, w), host, port)
     udp_port = transport.get_extra_info('sockname')[1]
@@ -391,6 +396,8 @@ async def serve(args, key):
     finally:
         srv.save()
         transport.close()
+        if bridge:
+            bridge.close()
 
 
 # --- the command line -----------------------------------------------------------------------
@@ -459,6 +466,8 @@ def main(argv=None):
     s.add_argument('--unreachable-after', type=float, default=60)
     s.add_argument('--state', help='JSON file keeping seq high-water marks and queues')
     s.add_argument('--quiet', action='store_true')
+    from peers import mqtt_bridge
+    mqtt_bridge.add_arguments(s)
     for name, hlp in (('devices', 'list devices'), ('alarms', 'list alarms'),
                       ('stats', 'counters'), ('show', 'one device in detail'),
                       ('forget', 'drop a device (after re-flashing it)')):
