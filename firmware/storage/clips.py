@@ -48,6 +48,7 @@ class Recorder:
         self.started = 0           # time.time() of the trigger
         self.until = 0             # ticks_ms: record up to here (extended by motion)
         self.deadline = 0          # ticks_ms: max_s reached
+        self.pre = 0               # frames of the clip from before the trigger
         self.stopping = False      # no more frames for this clip: close once the queue is written
         self.last = None           # info of the last complete clip
         self._ev = asyncio.Event()
@@ -91,6 +92,7 @@ class Recorder:
         self.until = time.ticks_add(now, post)
         self.deadline = time.ticks_add(now, self.cfg.max_s * 1000)
         # the pre-trigger frames become the clip's first frames: the list moves, no frame is copied
+        self.pre = len(self.ring)
         self.queue = self.ring
         self.queue_bytes = self.ring_bytes
         self.ring = []
@@ -231,7 +233,7 @@ class Recorder:
         self.stopping = False
         self.stats['clips'] += 1
         self.last = {'path': path, 'reason': self.reason, 'time': self.started,
-                     'frames': w.frames, 'fps': self.cfg.fps}
+                     'frames': w.frames, 'pre': self.pre, 'fps': self.cfg.fps}
         self.log('clip: saved', path, '(%d frames, %.1f s)' % (w.frames, w.frames / self.cfg.fps))
         if self.on_clip:
             self.on_clip(self.last)

@@ -20,8 +20,8 @@ from firmware.core.commands import HELP as _HELP
 from firmware.core.commands import NAME, TABLE, TELEGRAM, BadArgs, CommandError
 from firmware.net import http_client
 
-ALARM, MESSAGE, REQUEST = 0, 1, 2
-KINDS = ('alarm photo', 'message', 'requested photo')
+ALARM, MESSAGE, REQUEST, CLIP = 0, 1, 2, 3
+KINDS = ('alarm photo', 'message', 'requested photo', 'alarm clip')
 MAX_MESSAGES = 8
 MAX_CHATS = 8
 BACKOFF_MAX_S = 60
@@ -128,7 +128,7 @@ class Telegram:
         self._changed = asyncio.Event()
         self._poll_task = None
         self._flushed = asyncio.Event()
-        self.timeouts = {'photo': 30, 'message': 15}  # seconds per phase (connect, send, receive)
+        self.timeouts = {'photo': 30, 'message': 15, 'clip': 120}  # seconds per phase (connect, send, receive)
         self.boundary = 'esp32cam' + ''.join('%02x' % b for b in os.urandom(12))
         self.backoff_until = None  # not_before set by a backoff (not by a 429)
         if bus:
@@ -356,6 +356,8 @@ class Telegram:
         if item.kind == MESSAGE:
             body = json.dumps({'chat_id': chat, 'text': item.text})
             return await self._call('sendMessage', body, 'application/json', self.timeouts['message'])
+        if item.kind == CLIP:
+            return await self._deliver_clip(item, chat)
         if item.file_id:
             body = json.dumps({'chat_id': chat, 'photo': item.file_id, 'caption': self._caption(item)})
             return await self._call('sendPhoto', body, 'application/json', self.timeouts['message'])
@@ -374,6 +376,8 @@ class Telegram:
             item.chats = list(self.chats)
         if item.kind == MESSAGE or item.jpeg is not None:
             return True
+        if item.kind == CLIP:
+            return self._clip_ready(item)
         try:
             item.jpeg = await self.camera.snapshot()
             item.when = time.time()
@@ -386,6 +390,45 @@ class Telegram:
             self.log.warn('telegram: no photo: the camera gave no JPEG')
             return False
         return True
+
+    # --- clips (docs/telegram.md: sent as a document, streamed from the card) -----------------
+    def send_clip(self, path, info):
+        """Queue a clip from the card; it goes after the alarm photos. info: the recorder's dict."""
+        secs = info['frames'] / info['fps'] if info.get('fps') else 0
+        why = info.get('reason', 'alarm')
+        item = Item(CLIP, text=path, when=info.get('time') or time.time(), reason=why)
+        item.caption = '%s %s: clip of the %s alarm, %.1f s' % (self.name, stamp(item.when), why, secs)
+        return self._push(item)
+
+    def _clip_ready(self, item):
+        try:
+            item.size = os.stat(item.text)[6]
+            return True
+        except OSError as e:
+            self.log.warn('telegram: no clip:', item.text, e)
+            return False
+
+    async def _deliver_clip(self, item, chat):
+        if item.file_id:
+            body = json.dumps({'chat_id': chat, 'document': item.file_id, 'caption': item.caption})
+            return await self._call('sendDocument', body, 'application/json', self.timeouts['message'])
+        b = self.boundary
+        name = item.text.rsplit('/', 2)
+        pre = ('--%s\r\nContent-Disposition: form-data; name="chat_id"\r\n\r\n%d\r\n'
+               '--%s\r\nContent-Disposition: form-data; name="caption"\r\n\r\n%s\r\n'
+               '--%s\r\nContent-Disposition: form-data; name="document"; filename="%s-%s-%s"\r\n'
+               'Content-Type: video/x-msvideo\r\n\r\n' % (b, chat, b, item.caption, b, self.name,
+                                                            name[-2], name[-1]))
+        body = (pre, http_client.FilePart(item.text, item.size), '\r\n--%s--\r\n' % b)
+        verdict, after, result = await self._call('sendDocument', body,
+                                                  'multipart/form-data; boundary=' + b,
+                                                  self.timeouts['clip'])
+        if verdict == 'ok':
+            try:
+                item.file_id = result['document']['file_id']
+            except (KeyError, TypeError):
+                pass
+        return verdict, after, result
 
     # --- the sender ----------------------------------------------------------------------------
     async def run_sender(self):

@@ -1,0 +1,125 @@
+"""Clips on the simulated microSD card: recorded from the scene, checked with ffprobe/ffmpeg,
+served by the admin server, robust to card faults. The card is an image file under the board's
+.sim/ directory (tools/sim/board/machine.py SDCard), made by tools/testkit/vm/sdcard_image.py."""
+import hashlib
+import json
+import os
+import subprocess
+import time
+
+import pytest
+from testkit.helpers import need_binary
+from testkit.paths import ROOT
+from testkit.peers import wait
+
+pytestmark = pytest.mark.timeout(120)
+VM = os.path.join(ROOT, '.venv', 'bin', 'micropython')
+TOOL = os.path.join(ROOT, 'tools', 'testkit', 'vm', 'sdcard_image.py')
+FRAMES = os.path.join(ROOT, 'sim', 'frames', '320x240')
+FPS = 10
+
+
+def make_card(tmp_path, size_mb=16, fill_mb=None, name='flash'):
+    sim = tmp_path / name / '.sim'
+    sim.mkdir(parents=True, exist_ok=True)
+    cmd = [VM, TOOL, 'mkfs', str(sim / 'sdcard.img'), str(size_mb)]
+    if fill_mb:
+        cmd.append(str(fill_mb))
+    subprocess.run(cmd, check=True, timeout=60)
+    return sim / 'sdcard.img'
+
+
+def config(**clips):
+    c = {'fps': FPS, 'pre_s': 2, 'post_s': 2, 'max_s': 30, 'reserve_mb': 1}
+    c.update(clips)
+    return {'camera': {'framesize': 'QVGA'}, 'clips': c,
+            'alarm': {'event_gap_s': 0, 'detect_fps': 5}}
+
+
+def clips_status(dev):
+    return dev.status()['clips']
+
+
+def listing(dev):
+    code, _, body = dev.get('admin', '/clips/list', auth=('admin', 'test-admin-pw'))
+    assert code == 200, body
+    return json.loads(body)
+
+
+def download(dev, name, dest, headers=None):
+    code, h, body = dev.get('admin', '/clips/' + name + '?download=1', auth=('admin', 'test-admin-pw'),
+                            headers=headers, timeout=30)
+    assert code in (200, 206), body
+    if dest:
+        dest.write_bytes(body)
+    return code, h, body
+
+
+def probe(path):
+    ffprobe = need_binary('ffprobe', 'ffmpeg')
+    r = subprocess.run([ffprobe, '-v', 'error', '-count_frames', '-select_streams', 'v:0',
+                        '-show_entries', 'stream=codec_name,width,height,r_frame_rate,avg_frame_rate,'
+                        'nb_read_frames,nb_frames,duration', '-of', 'json', str(path)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)['streams'][0]
+
+
+def scene_hashes(kind):
+    d = os.path.join(FRAMES, kind)
+    return set(hashlib.sha1(open(os.path.join(d, n), 'rb').read()).hexdigest()
+               for n in os.listdir(d) if n.endswith('.jpg'))
+
+
+def frames_of(path, tmp_path):
+    """The clip's JPEGs in order, as ffmpeg demuxes them (no re-encode)."""
+    ffmpeg = need_binary('ffmpeg')
+    out = tmp_path / 'frames'
+    out.mkdir(exist_ok=True)
+    r = subprocess.run([ffmpeg, '-v', 'error', '-i', str(path), '-c', 'copy', '-f', 'image2',
+                        str(out / '%04d.jpg')], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return [hashlib.sha1((out / n).read_bytes()).hexdigest() for n in sorted(os.listdir(out))]
+
+
+def record_motion(dev, seconds=2.0):
+    """Arm, let the still scene fill the pre-trigger ring, then motion for `seconds`, then still."""
+    assert dev.admin('arm')[0] == 200
+    wait(lambda: clips_status(dev)['ring_frames'] >= 2 * FPS - 1, 20, 'a full pre-trigger ring')
+    dev.board.control('camera', motion=True)
+    wait(lambda: clips_status(dev)['recording'], 20, 'a clip recording after the alarm')
+    time.sleep(seconds)             # the scene itself: motion goes on this long
+    dev.board.control('camera', motion=False)
+    return wait(lambda: clips_status(dev)['last'], 30, 'the clip saved')
+
+
+def test_alarm_clip_holds_before_and_after_at_the_right_rate(firmware, tmp_path):
+    make_card(tmp_path)
+    dev = firmware(config())
+    assert dev.status()['card']['state'] == 'mounted'
+    last = record_motion(dev)
+    listed = listing(dev)['clips']
+    assert len(listed) == 1 and listed[0]['reason'] == 'motion' and listed[0]['complete']
+    name = listed[0]['name']
+    assert name.startswith(time.strftime('%Y-%m-%d', time.localtime(last['time'])) + '/')
+    avi = tmp_path / 'clip.avi'
+    download(dev, name, avi)
+    s = probe(avi)
+    assert s['codec_name'] == 'mjpeg' and (s['width'], s['height']) == (320, 240)
+    assert s['r_frame_rate'] == '%d/1' % FPS
+    n = last['frames']
+    assert abs(float(s['duration']) - n / FPS) < 0.11, s
+    hashes = frames_of(avi, tmp_path)
+    assert int(s['nb_read_frames']) == len(hashes) == n - clips_status(dev)['gaps']
+    still, motion = scene_hashes('still'), scene_hashes('motion')
+    kinds = ''.join('s' if h in still else 'm' if h in motion else '?' for h in hashes)
+    # the still scene before the trigger, the motion, the still scene after it, nothing else
+    head = len(kinds) - len(kinds.lstrip('s'))
+    tail = len(kinds) - len(kinds.rstrip('s'))
+    assert '?' not in kinds and 'm' in kinds, kinds
+    assert kinds.strip('s').count('s') == 0, kinds
+    # the 2 s before the trigger: the still scene, then the motion the detector needed to decide
+    assert last['pre'] == 2 * FPS and 1 <= head < last['pre'], (last, kinds)
+    assert tail >= 2 * FPS - 3, kinds         # post_s after the last motion
+    st = clips_status(dev)
+    assert st['dropped'] == 0 and st['failed'] == 0
