@@ -10,7 +10,7 @@ import time
 import pytest
 from testkit.helpers import need_binary
 from testkit.paths import ROOT
-from testkit.peers import wait
+from testkit.peers import CHAT, peers, wait  # noqa: F401  (peers is a fixture)
 
 pytestmark = pytest.mark.timeout(120)
 VM = os.path.join(ROOT, '.venv', 'bin', 'micropython')
@@ -123,3 +123,58 @@ def test_alarm_clip_holds_before_and_after_at_the_right_rate(firmware, tmp_path)
     assert tail >= 2 * FPS - 3, kinds         # post_s after the last motion
     st = clips_status(dev)
     assert st['dropped'] == 0 and st['failed'] == 0
+
+
+def test_alarm_clip_reaches_telegram_after_the_photo_and_lfcp_gets_its_name(firmware, peers, tmp_path):
+    make_card(tmp_path)
+    srv = peers.lfcp()
+    tg = peers.telegram()
+    cfg = peers.config(servers=[srv], telegram=tg)
+    for k, v in config().items():
+        cfg.setdefault(k, {}).update(v)
+    dev = firmware(cfg)
+    wait(lambda: peers.reachable(srv, 'testcam'), 15, 'heartbeats at the LFCP server')
+    last = record_motion(dev, seconds=1.0)
+    wait(lambda: tg.documents, 30, 'the clip at the fake Bot API')
+    doc = tg.documents[0]
+    assert doc['chat_id'] == CHAT and doc['content_type'] == 'video/x-msvideo'
+    assert doc['filename'].endswith('-motion.avi') and 'clip of the motion alarm' in doc['caption']
+    assert tg.photos and tg.photos[0]['t'] < doc['t']          # the photo went first
+    name = last['path'].split('/clips/')[1]
+    _, _, body = download(dev, name, None)
+    assert doc['data'] == body                                 # the very file on the card
+    p = tmp_path / 'tg.avi'
+    p.write_bytes(doc['data'])
+    assert int(probe(p)['nb_read_frames']) > 0
+    wait(lambda: [t for t in peers.logs(srv, 'testcam') if 'clip_saved' in t and name.split('/')[1] in t],
+         15, 'a LOG line naming the clip')
+
+
+def test_clip_routes_need_auth_and_serve_ranges(firmware, tmp_path):
+    make_card(tmp_path)
+    dev = firmware(config())
+    assert dev.admin('record_start')[0] == 200
+    wait(lambda: clips_status(dev)['frames'] >= 15, 20, 'frames written')
+    code, _, body = dev.admin('record_stop')
+    assert code == 200, body
+    last = wait(lambda: clips_status(dev)['last'], 20, 'the clip saved')
+    assert last['reason'] == 'manual'
+    name = listing(dev)['clips'][0]['name']
+    assert dev.get('admin', '/clips/list')[0] == 401
+    assert dev.get('admin', '/clips/' + name)[0] == 401
+    _, h, whole = download(dev, name, None)
+    assert h['Accept-Ranges'] == 'bytes' and int(h['Content-Length']) == len(whole)
+    code, h, part = download(dev, name, None, headers={'Range': 'bytes=100-1099'})
+    assert code == 206 and part == whole[100:1100]
+    assert h['Content-Range'] == 'bytes 100-1099/%d' % len(whole)
+    code, h, part = download(dev, name, None, headers={'Range': 'bytes=-10'})
+    assert code == 206 and part == whole[-10:]
+    code = dev.get('admin', '/clips/' + name, auth=('admin', 'test-admin-pw'),
+                   headers={'Range': 'bytes=%d-' % len(whole)})[0]
+    assert code == 416
+    code, h, thumb = dev.get('admin', '/clips/%s/thumb.jpg' % name, auth=('admin', 'test-admin-pw'))
+    assert code == 200 and thumb[:2] == b'\xff\xd8' and thumb in whole
+    assert dev.get('admin', '/clips/../../config.json', auth=('admin', 'test-admin-pw'))[0] in (400, 404)
+    code, _, body = dev.get('admin', '/clips/%s/delete' % name, auth=('admin', 'test-admin-pw'), data=b'')
+    assert code == 200, body
+    assert listing(dev)['clips'] == []
