@@ -37,16 +37,20 @@ class Card:
                 if self.state == 'removed':             # still out: keep saying it was pulled
                     return False
                 return self._set('none', 'no card in the slot')
+            self.vfs = os.VfsFat(self.dev)
             try:
-                self.vfs = os.VfsFat(self.dev)
+                os.mount(self.vfs, self.mount_point)
             except OSError as e:
+                if e.errno != 19:                       # ENODEV: no FAT file system on it
+                    raise
                 if not self.cfg.format_blank:
-                    return self._set('unformatted', 'no FAT file system (set storage.format_blank '
-                                     'to format it): %s' % e)
+                    self.vfs = None
+                    return self._set('unformatted', 'no FAT file system (set '
+                                     'storage.format_blank to format it)')
                 self.log.warn('card: formatting a blank card')
                 os.VfsFat.mkfs(self.dev)
                 self.vfs = os.VfsFat(self.dev)
-            os.mount(self.vfs, self.mount_point)
+                os.mount(self.vfs, self.mount_point)
         except OSError as e:
             self.vfs = None
             return self._set('error', 'mount failed: %s' % e)

@@ -72,7 +72,9 @@ class Recorder:
             raise OSError('the last clip is still being written, try again in a moment')
         if not self.card.mounted():
             raise OSError('no clip: card %s' % self.card.state)
-        self.keep_free()
+        if not self.keep_free():
+            raise OSError('no clip: card full (less than %d MB free, no clip left to delete)'
+                          % self.cfg.reserve_mb)
         self.started = time.time()
         day, name = day_and_name(self.started, reason)
         path = '%s/%s/%s' % (self.root, day, name)
@@ -209,8 +211,12 @@ class Recorder:
                 self._timed(b'\0')
         self.stats['frames'] += 1
         self.stats['bytes'] += 8 + n
-        if w.frames % (self.cfg.fps * 2) == 0:
-            self.keep_free()
+        if w.frames % self.cfg.fps == 0:
+            # FAT writes a file's size and cluster chain only on sync: once a second, so a power
+            # cut or a pulled card loses at most the last second (repair() finds the rest)
+            self.f.flush()
+        if w.frames % (self.cfg.fps * 2) == 0 and not self.keep_free():
+            self.stopping = True     # end the clip while there is room for its index
 
     def _timed(self, data):
         t = time.ticks_ms()
@@ -309,11 +315,11 @@ class Recorder:
         return out
 
     def keep_free(self):
-        """Delete the oldest clips while free space is below the reserve."""
+        """Delete the oldest clips while free space is below the reserve; False: still below."""
         reserve = self.cfg.reserve_mb << 20
         if self.card.free() >= reserve:
             self.card.full(False)
-            return
+            return True
         for p in self.clips():
             if p == self.path and self.writer is not None:
                 continue
@@ -331,7 +337,9 @@ class Recorder:
                 pass
             if self.card.free() >= reserve:
                 self.card.full(False)
-                return
+                return True
+        self.card.full(True)
+        return False
 
     def delete(self, path):
         if path == self.path and self.writer is not None:

@@ -178,3 +178,89 @@ def test_clip_routes_need_auth_and_serve_ranges(firmware, tmp_path):
     code, _, body = dev.get('admin', '/clips/%s/delete' % name, auth=('admin', 'test-admin-pw'), data=b'')
     assert code == 200, body
     assert listing(dev)['clips'] == []
+
+
+def stream_and_alarm_alive(dev):
+    """The stream delivers frames and the alarm fires, whatever the card does."""
+    from testkit.helpers import MjpegReader
+    r = MjpegReader(dev.ports['stream'])
+    try:
+        for _ in range(5):
+            _, jpeg = r.frame()
+            assert jpeg[:2] == b'\xff\xd8'
+    finally:
+        r.close()
+    before = dev.status()['alarm']['alarms']
+    assert dev.admin('arm')[0] == 200
+    dev.board.control('camera', motion=True)
+    wait(lambda: dev.status()['alarm']['alarms'] > before, 20, 'an alarm')
+    dev.board.control('camera', motion=False)
+
+
+@pytest.mark.parametrize('fault', ['none', 'unformatted', 'full'])
+def test_card_faults_leave_the_stream_and_the_alarm(firmware, tmp_path, fault):
+    if fault == 'unformatted':
+        sim = tmp_path / 'flash' / '.sim'
+        sim.mkdir(parents=True)
+        (sim / 'sdcard.img').write_bytes(bytes(4 << 20))
+    elif fault == 'full':
+        make_card(tmp_path, 16, 15)
+    dev = firmware(config())
+    stream_and_alarm_alive(dev)
+    want = {'none': 'none', 'unformatted': 'unformatted', 'full': 'full'}[fault]
+    card = wait(lambda: (lambda c: c if c['state'] == want else None)(dev.status()['card']), 20,
+                'card state %s' % want)
+    assert card['error']
+    assert 'card: %s' % want in dev.console()
+    stream_and_alarm_alive(dev)
+
+
+def test_unformatted_card_is_formatted_when_asked(firmware, tmp_path):
+    sim = tmp_path / 'flash' / '.sim'
+    sim.mkdir(parents=True)
+    (sim / 'sdcard.img').write_bytes(bytes(8 << 20))
+    dev = firmware(dict(config(), storage={'format_blank': True}))
+    assert dev.status()['card']['state'] == 'mounted'
+
+
+def test_card_pulled_mid_clip_then_back_plays_up_to_the_last_frame(firmware, tmp_path):
+    make_card(tmp_path)
+    dev = firmware(config())
+    assert dev.admin('record_start')[0] == 200
+    wait(lambda: clips_status(dev)['frames'] >= 25, 20, 'frames written')
+    dev.board.control('sdcard', present=False)
+    wait(lambda: dev.status()['card']['state'] == 'removed', 20, 'the card seen as removed')
+    stream_and_alarm_alive(dev)
+    assert clips_status(dev)['recording'] is None
+    dev.board.control('sdcard', present=True)
+    wait(lambda: dev.status()['card']['state'] == 'mounted', 30, 'the card mounted again')
+    assert clips_status(dev)['repaired'] == 1
+    clips = listing(dev)['clips']
+    assert len(clips) == 1 and clips[0]['complete'] and clips[0]['frames'] >= FPS, clips
+    p = tmp_path / 'pulled.avi'
+    download(dev, clips[0]['name'], p)
+    assert int(probe(p)['nb_read_frames']) == clips[0]['frames'] - clips_status(dev)['gaps']
+
+
+def test_power_cut_mid_clip_next_boot_plays_every_clip(firmware, tmp_path):
+    make_card(tmp_path)
+    dev = firmware(config())
+    assert dev.admin('record_start')[0] == 200
+    wait(lambda: clips_status(dev)['frames'] >= 12, 20, 'frames written')
+    assert dev.admin('record_stop')[0] == 200
+    wait(lambda: clips_status(dev)['last'], 20, 'a complete clip')
+    time.sleep(1.1)                 # the next clip gets another name (one per second)
+    assert dev.admin('record_start')[0] == 200
+    wait(lambda: clips_status(dev)['frames'] >= 40, 20, 'frames of the second clip written')
+    dev.board.power_cycle()
+    dev.board.wait_boots(2)
+    assert dev.board.wait_ready(list(dev.ports.values()), timeout=30)
+    assert clips_status(dev)['repaired'] == 1
+    clips = listing(dev)['clips']
+    assert len(clips) == 2 and all(c['complete'] for c in clips), clips
+    assert clips[0]['frames'] >= FPS            # the cut one: up to its last synced second
+    for i, c in enumerate(clips):
+        p = tmp_path / ('boot%d.avi' % i)
+        download(dev, c['name'], p)
+        s = probe(p)
+        assert int(s['nb_read_frames']) > 0 and s['r_frame_rate'] == '%d/1' % FPS
