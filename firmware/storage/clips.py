@@ -241,6 +241,7 @@ class Recorder:
         self.last = {'path': path, 'reason': self.reason, 'time': self.started,
                      'frames': w.frames, 'pre': self.pre, 'fps': self.cfg.fps}
         self.log('clip: saved', path, '(%d frames, %.1f s)' % (w.frames, w.frames / self.cfg.fps))
+        self.keep_free()
         if self.on_clip:
             self.on_clip(self.last)
 

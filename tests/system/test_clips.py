@@ -264,3 +264,22 @@ def test_power_cut_mid_clip_next_boot_plays_every_clip(firmware, tmp_path):
         download(dev, c['name'], p)
         s = probe(p)
         assert int(s['nb_read_frames']) > 0 and s['r_frame_rate'] == '%d/1' % FPS
+
+
+def test_retention_deletes_the_oldest_clips_never_the_one_recording(firmware, tmp_path):
+    make_card(tmp_path, 16, 13)
+    dev = firmware(config(reserve_mb=2, max_s=5))
+    made = []
+    for i in range(4):
+        before = clips_status(dev)['clips']
+        assert dev.admin('record_start')[0] == 200, i
+        wait(lambda: clips_status(dev)['clips'] > before, 30, 'clip %d saved (max_s)' % i)
+        made.append(clips_status(dev)['last']['path'].split('/clips/')[1])
+        time.sleep(1.1)
+    st = clips_status(dev)
+    assert st['deleted'] >= 1 and st['failed'] == 0, st
+    names = [c['name'] for c in listing(dev)['clips']]
+    assert made[-1] in names and made[0] not in names
+    assert names == sorted(names, reverse=True)          # newest first
+    card = dev.status()['card']
+    assert card['state'] == 'mounted' and card['free'] >= 2 << 20, card
