@@ -283,3 +283,54 @@ def test_retention_deletes_the_oldest_clips_never_the_one_recording(firmware, tm
     assert names == sorted(names, reverse=True)          # newest first
     card = dev.status()['card']
     assert card['state'] == 'mounted' and card['free'] >= 2 << 20, card
+
+
+def test_chromium_lists_plays_and_downloads_a_clip(firmware, tmp_path):
+    need_binary('chromium')
+    driver_path = need_binary('chromedriver', 'chromium-driver')
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    make_card(tmp_path)
+    dev = firmware(config())
+    last = record_motion(dev, seconds=1.0)
+    downloads = tmp_path / 'downloads'
+    downloads.mkdir()
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = '/usr/bin/chromium'
+    for a in ('--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+              '--disable-background-networking', '--disable-component-update', '--disable-sync',
+              '--user-data-dir=%s' % (tmp_path / 'profile'), '--window-size=1024,900'):
+        opts.add_argument(a)
+    opts.add_experimental_option('prefs', {'download.default_directory': str(downloads),
+                                           'download.prompt_for_download': False})
+    drv = webdriver.Chrome(service=Service(driver_path), options=opts)
+    try:
+        drv.set_page_load_timeout(20)
+        # credentials in the URL: Chromium then sends them with the page's own requests
+        drv.get('http://admin:test-admin-pw@127.0.0.1:%d/' % dev.ports['admin'])
+        WebDriverWait(drv, 20).until(lambda d: d.find_elements(By.ID, 'clips-link'))
+        drv.find_element(By.ID, 'clips-link').click()
+        WebDriverWait(drv, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, 'tr.clip'))
+        rows = drv.find_elements(By.CSS_SELECTOR, 'tr.clip')
+        name = last['path'].split('/clips/')[1]
+        assert len(rows) == 1 and rows[0].get_attribute('data-name') == name
+        assert 'motion' in rows[0].text and '%.1f s' % (last['frames'] / FPS) in rows[0].text
+        WebDriverWait(drv, 20).until(lambda d: d.execute_script(
+            "const i=document.querySelector('img.t');return i.complete&&i.naturalWidth==320"))
+        rows[0].find_element(By.CSS_SELECTOR, 'button.play').click()
+        WebDriverWait(drv, 20).until(lambda d: d.execute_script(
+            "const i=document.getElementById('player');return i.naturalWidth==320"))
+        drv.save_screenshot(str(tmp_path / 'clips.png'))
+        assert (tmp_path / 'clips.png').stat().st_size > 0
+        rows[0].find_element(By.CSS_SELECTOR, 'a.download').click()
+        wait(lambda: [p for p in downloads.iterdir() if p.suffix == '.avi'], 30, 'the downloaded clip')
+        got = [p for p in downloads.iterdir() if p.suffix == '.avi'][0]
+        _, _, body = download(dev, name, None)
+        wait(lambda: got.stat().st_size == len(body), 10, 'the whole download')
+        assert got.read_bytes() == body
+        assert int(probe(got)['nb_read_frames']) > 0
+    finally:
+        drv.quit()
