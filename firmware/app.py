@@ -64,7 +64,8 @@ class App:
         self.exposure = None
         if exists('upnp.json'):     # a port may be left open on the router: clean up at boot
             self._exposure()
-        self.card = self.clips = None
+        self.card = self.clips = self.admin = None
+        self.clip_routes = False
         if cfg.storage.sdcard:
             from firmware.storage.card import Card
             self.card = Card(machine, cfg.storage, log)
@@ -74,9 +75,8 @@ class App:
         self.stream = StreamServer(self.cam, cfg.http, log, guard=self._guard)
         self.control = ControlServer(self.cam, cfg.http, log, guard=self._guard)
         self.admin = AdminServer(cfg.admin, self.commands, self.status, log)
-        if self.card:
-            from firmware.web.clips import mount as mount_clips
-            mount_clips(self.admin.app, lambda: self.clips, self.card, log)
+        if self.card and self.card.mounted():
+            self._card_mounted(True)
         self.listeners = []
         quiet(log)
         self._register()
@@ -105,7 +105,13 @@ class App:
 
     def _card_mounted(self, mounted):
         """The clip recorder loads with the first card that mounts (no card: no heap, no frames)."""
-        if mounted and self.clips is None and self.cfg.clips.enabled:
+        if not mounted or self.admin is None:
+            return      # (at boot the admin server comes after the card: called again then)
+        if not self.clip_routes:
+            from firmware.web.clips import mount as mount_clips
+            mount_clips(self.admin.app, lambda: self.clips, self.card, self.log)
+            self.clip_routes = True
+        if self.clips is None and self.cfg.clips.enabled:
             from firmware.storage.clips import Recorder
             alarm = self.alarm
             self.clips = Recorder(self.cam, self.card, self.cfg.clips, self.log,
