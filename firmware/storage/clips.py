@@ -69,7 +69,17 @@ class Recorder:
                 self.until = time.ticks_add(now, post)
             return 'recording %s' % self.path
         if self.writer is not None:
-            raise OSError('the last clip is still being written, try again in a moment')
+            # the last clip is being finished: it goes on instead, with the frames taken meanwhile
+            if time.ticks_diff(now, self.deadline) >= 0 or self.writer.full():
+                raise OSError('the last clip is at its maximum length, try again in a moment')
+            self.stopping = False
+            self.until = time.ticks_add(now, post)
+            self.queue.extend(self.ring)
+            self.queue_bytes += self.ring_bytes
+            self.ring = []
+            self.ring_bytes = 0
+            self._ev.set()
+            return 'recording %s' % self.path
         if not self.card.mounted():
             raise OSError('no clip: card %s' % self.card.state)
         if not self.keep_free():
