@@ -104,10 +104,18 @@ class Card:
             return 0
 
     async def run(self):
-        """Look for a card again while there is none usable (inserted later, or back in)."""
+        """Look for a card again while there is none usable (inserted later, or back in), and
+        notice one pulled out while idle: the slot has no card-detect line on the AI-Thinker
+        board, so one block is read every RETRY_S."""
+        block = bytearray(512)
         while True:
             await asyncio.sleep(RETRY_S)
-            if not self.mounted() and self.state != 'unformatted':
+            if self.mounted():
+                try:
+                    self.dev.readblocks(0, block)
+                except OSError as e:
+                    self.lost(e)
+            elif self.state != 'unformatted':
                 self.mount()
 
     def status(self):

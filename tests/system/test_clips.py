@@ -334,3 +334,16 @@ def test_chromium_lists_plays_and_downloads_a_clip(firmware, tmp_path):
         assert int(probe(got)['nb_read_frames']) > 0
     finally:
         drv.quit()
+
+
+def test_card_pulled_while_idle_is_noticed_and_mounted_again(firmware, tmp_path):
+    make_card(tmp_path)
+    dev = firmware(config())
+    assert dev.status()['card']['state'] == 'mounted'
+    dev.board.control('sdcard', present=False)
+    wait(lambda: dev.status()['card']['state'] == 'removed', 30, 'the idle card seen as removed')
+    code, _, body = dev.admin('record_start')
+    assert code == 503 and b'removed' in body
+    dev.board.control('sdcard', present=True)
+    wait(lambda: dev.status()['card']['state'] == 'mounted', 30, 'the card mounted again')
+    assert dev.admin('record_start')[0] == 200
