@@ -347,3 +347,19 @@ def test_card_pulled_while_idle_is_noticed_and_mounted_again(firmware, tmp_path)
     dev.board.control('sdcard', present=True)
     wait(lambda: dev.status()['card']['state'] == 'mounted', 30, 'the card mounted again')
     assert dev.admin('record_start')[0] == 200
+
+
+def test_a_failed_clip_upload_is_retried_and_the_stream_goes_on(firmware, peers, tmp_path):
+    make_card(tmp_path)
+    tg = peers.telegram()
+    cfg = peers.config(telegram=tg)
+    for k, v in config().items():
+        cfg.setdefault(k, {}).update(v)
+    dev = firmware(cfg)
+    tg.fail('sendDocument', '502', count=1)
+    tg.fail('sendDocument', 'reset', count=1)
+    record_motion(dev, seconds=1.0)
+    wait(lambda: tg.documents, 60, 'the clip at the fake Bot API after two failures')
+    assert [c[2] for c in tg.calls if c[1] == 'sendDocument'][:3] == [502, 'reset', 200]
+    assert dev.status()['telegram']['retries'] >= 2
+    stream_and_alarm_alive(dev)
