@@ -8,7 +8,7 @@ import time
 from firmware.alarm.panel import Alarm
 from firmware.camera.service import CameraService
 from firmware.core.commands import BadArgs, CommandError, Commands
-from firmware.core.events import ALARM, Bus
+from firmware.core.events import ALARM, CLIP, Bus
 from firmware.core.log import Log
 from firmware.core.recovery import Recovery
 from firmware.core.supervisor import Supervisor
@@ -67,9 +67,19 @@ class App:
             self._mqtt()
         if exists('upnp.json'):     # a port may be left open on the router: clean up at boot
             self._port_forward()
+        self.card = self.clips = self.admin = None
+        self.clip_routes = False
+        if cfg.storage.sdcard:
+            from firmware.storage.card import Card
+            self.card = Card(machine, cfg.storage, log)
+            self.card.users.append(self._card_mounted)
+            self.card.mount()
+            bus.on(ALARM, self._alarm_clip)
         self.stream = StreamServer(self.cam, cfg.http, log, guard=self._guard)
         self.control = ControlServer(self.cam, cfg.http, log, guard=self._guard)
         self.admin = AdminServer(cfg.admin, self.commands, self.status, log)
+        if self.card and self.card.mounted():
+            self._card_mounted(True)
         self.listeners = []
         quiet(log)
         self._register()
@@ -112,6 +122,42 @@ class App:
             if self.running:
                 self.sup.spawn('upnp', pf.run)
         return self.port_forward
+
+    def _card_mounted(self, mounted):
+        """The clip recorder loads with the first card that mounts (no card: no heap, no frames)."""
+        if not mounted or self.admin is None:
+            return      # (at boot the admin server comes after the card: called again then)
+        if not self.clip_routes:
+            from firmware.web.clips import mount as mount_clips
+            mount_clips(self.admin.app, lambda: self.clips, self.card, self.log)
+            self.clip_routes = True
+        if self.clips is None and self.cfg.clips.enabled:
+            from firmware.storage.clips import Recorder
+            alarm = self.alarm
+            self.clips = Recorder(self.cam, self.card, self.cfg.clips, self.log,
+                                  motion=lambda: alarm.detector is not None and alarm.detector.triggered,
+                                  on_clip=lambda info: self.bus.emit(CLIP, info))
+            self.bus.on(CLIP, self._clip_saved)
+            self.clips.repair()
+            if self.running:
+                self._spawn_clips()
+
+    def _spawn_clips(self):
+        self.sup.spawn('clips-in', self.clips.run_collector)
+        self.sup.spawn('clips-out', self.clips.run_writer)
+
+    def _alarm_clip(self, ev):
+        if self.clips:
+            try:
+                self.clips.trigger(ev.reason)
+            except OSError as e:
+                self.log.warn('clip:', e.args[0] if e.args else e)
+
+    def _clip_saved(self, info):
+        if self.mgmt:
+            self.mgmt.report('clip_saved ' + info['path'])
+        if self.telegram and self.cfg.clips.telegram and info['reason'] != 'manual':
+            self.telegram.send_clip(info['path'], info)
 
     def _guard(self, req):
         return self.port_forward.guard(req) if self.port_forward else None
@@ -179,6 +225,21 @@ class App:
         async def close_port(args):
             return await self._port_forward().close(args)
 
+        async def record_start(args):
+            if self.clips is None:
+                raise CommandError('no clips: card %s' % (self.card.state if self.card else 'off'))
+            try:
+                return self.clips.trigger('manual', manual=True)
+            except OSError as e:
+                raise CommandError(e.args[0] if e.args else str(e))
+
+        async def record_stop(args):
+            if self.clips is None:
+                raise CommandError('not recording')
+            return self.clips.stop()
+
+        c.register('record_start', record_start)
+        c.register('record_stop', record_stop)
         c.register('photo', photo)
         c.register('telegram_set', telegram_set)
         c.register('open', open_port)
@@ -201,6 +262,8 @@ class App:
             'telegram': self.telegram.status() if self.telegram else {'configured': False},
             'upnp': self.port_forward.status() if self.port_forward else {'open': False},
             'mqtt': self.mqtt.status() if self.mqtt else {'configured': False},
+            'card': self.card.status() if self.card else {'state': 'off'},
+            'clips': self.clips.status() if self.clips else {'enabled': False},
             'tasks': self.sup.status(),
             'supervisor': self.sup.report(),
             'admin_denied': self.admin.denied,
@@ -234,6 +297,10 @@ class App:
             else:
                 sup.spawn('mqtt-commands', self.mqtt.run_commands)
                 sup.spawn('mqtt-state', self.mqtt.run_state)
+        if self.card:
+            sup.spawn('card', self.card.run)
+        if self.clips:
+            self._spawn_clips()
         for app, port in ((self.control.app, h.control_port), (self.stream.app, h.stream_port),
                           (self.admin.app, h.admin_port)):
             listener = Listener(app, h.bind, port, h.backlog, self.log,

@@ -155,6 +155,23 @@ SCHEMA = {
         'check_s': (int, 300, (10, 86400)),
         'ssdp': (str, '239.255.255.250:1900', lambda v: _hostports([v])),
     },
+    'storage': {
+        'sdcard': (bool, True, None),
+        'mount': (str, '/sd', lambda v: None if v[:1] == '/' and len(v) > 1 and '/' not in v[1:]
+                  else 'must be one directory under the root, like "/sd"'),
+        'format_blank': (bool, False, None),
+    },
+    'clips': {
+        'enabled': (bool, True, None),
+        'fps': (int, 10, (1, 25)),
+        'pre_s': (int, 3, (0, 30)),
+        'pre_bytes': (int, 400000, (0, 16000000)),
+        'post_s': (int, 10, (1, 600)),
+        'max_s': (int, 60, (5, 3600)),
+        'slice': (int, 4096, (512, 65536)),
+        'reserve_mb': (int, 16, (0, 1000000)),
+        'telegram': (bool, True, None),
+    },
     'watchdog': {
         'timeout_s': (int, 30, (0, 3600)),
     },

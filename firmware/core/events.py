@@ -9,6 +9,7 @@ ARMED = 'armed'            # the panel's state changed: state ('armed'...), reas
 MANAGEMENT = 'management'  # the LFCP management servers became reachable or not: up (bool)
 UPLINK = 'uplink'          # Wi-Fi joined or lost an upstream access point: up (bool)
 INTERNET = 'internet'      # the Internet probe's verdict changed: up (bool)
+CLIP = 'clip'              # a clip is complete on the card: info dict (path, reason, time, frames, fps)
 CAMERA = 'camera'          # the camera service's state changed: 'on', 'off', 'failed'...
 
 

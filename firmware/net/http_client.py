@@ -176,7 +176,22 @@ class _Conn:
 
     async def send_all(self, parts):
         for p in parts:
-            await self.send(p)
+            if isinstance(p, FilePart):
+                await self.send_file(p)
+            else:
+                await self.send(p)
+
+    async def send_file(self, part):
+        buf = bytearray(CHUNK)
+        mv = memoryview(buf)
+        left = part.size
+        with open(part.path, 'rb') as f:
+            while left > 0:
+                n = f.readinto(mv[:min(CHUNK, left)])
+                if not n:
+                    raise OSError(5, 'file %s ended early' % part.path)
+                left -= n
+                await self.send(mv[:n])
 
     # async
     def _fill(self):
@@ -281,6 +296,17 @@ async def _receive(r, method, max_body):
         await r.into(memoryview(body))
         return Response(status, headers, bytes(body))
     return Response(status, headers, bytes(await r.rest(max_body)))
+
+
+class FilePart:
+    """A body part read from a file (a clip on the card) in CHUNK slices, never whole in the heap."""
+
+    def __init__(self, path, size):
+        self.path = path
+        self.size = size
+
+    def __len__(self):
+        return self.size
 
 
 def _parts(body):

@@ -15,7 +15,8 @@ from firmware.core import events
 from firmware.core.commands import BadArgs, CommandError
 from firmware.telegram.api import BACKOFF_MAX_S, BotApi
 from firmware.telegram.credentials import Credentials
-from firmware.telegram.outbox import ALARM, KINDS, MESSAGE, REQUEST, Item, Outbox
+from firmware.net import http_client
+from firmware.telegram.outbox import ALARM, CLIP, KINDS, MESSAGE, REQUEST, Item, Outbox
 from firmware.telegram.poller import Poller
 
 
@@ -41,7 +42,7 @@ class Telegram:
                       'updates': 0}
         self.last_error = None
         self._flushed = asyncio.Event()
-        self.timeouts = {'photo': 30, 'message': 15}  # seconds per phase (connect, send, receive)
+        self.timeouts = {'photo': 30, 'message': 15, 'clip': 120}  # seconds per phase (connect, send, receive)
         self.boundary = 'esp32cam' + ''.join('%02x' % b for b in os.urandom(12))
         self.poller = Poller(self, tg.poll_s)
         if bus:
@@ -233,6 +234,8 @@ class Telegram:
         if item.kind == MESSAGE:
             body = json.dumps({'chat_id': chat, 'text': item.text})
             return await call('sendMessage', body, 'application/json', self.timeouts['message'])
+        if item.kind == CLIP:
+            return await self._deliver_clip(item, chat)
         if item.file_id:
             body = json.dumps({'chat_id': chat, 'photo': item.file_id, 'caption': self._caption(item)})
             return await call('sendPhoto', body, 'application/json', self.timeouts['message'])
@@ -251,6 +254,8 @@ class Telegram:
             item.chats = list(self.cred.chats)
         if item.kind == MESSAGE or item.jpeg is not None:
             return True
+        if item.kind == CLIP:
+            return self._clip_ready(item)
         try:
             item.jpeg = await self.camera.snapshot()
             item.when = time.time()
@@ -263,3 +268,43 @@ class Telegram:
             self.log.warn('telegram: no photo: the camera gave no JPEG')
             return False
         return True
+
+    # --- clips (docs/telegram.md: sent as a document, streamed from the card) -----------------
+    def send_clip(self, path, info):
+        """Queue a clip from the card; it goes after the alarm photos. info: the recorder's dict."""
+        secs = info['frames'] / info['fps'] if info.get('fps') else 0
+        why = info.get('reason', 'alarm')
+        item = Item(CLIP, text=path, when=info.get('time') or time.time(), reason=why)
+        item.caption = '%s %s: clip of the %s alarm, %.1f s' % (self.name, stamp(item.when), why, secs)
+        return self.outbox.push(item)
+
+    def _clip_ready(self, item):
+        try:
+            item.size = os.stat(item.text)[6]
+            return True
+        except OSError as e:
+            self.log.warn('telegram: no clip:', item.text, e)
+            return False
+
+    async def _deliver_clip(self, item, chat):
+        call = self.api.call
+        if item.file_id:
+            body = json.dumps({'chat_id': chat, 'document': item.file_id, 'caption': item.caption})
+            return await call('sendDocument', body, 'application/json', self.timeouts['message'])
+        b = self.boundary
+        name = item.text.rsplit('/', 2)
+        pre = ('--%s\r\nContent-Disposition: form-data; name="chat_id"\r\n\r\n%d\r\n'
+               '--%s\r\nContent-Disposition: form-data; name="caption"\r\n\r\n%s\r\n'
+               '--%s\r\nContent-Disposition: form-data; name="document"; filename="%s-%s-%s"\r\n'
+               'Content-Type: video/x-msvideo\r\n\r\n' % (b, chat, b, item.caption, b, self.name,
+                                                            name[-2], name[-1]))
+        body = (pre, http_client.FilePart(item.text, item.size), '\r\n--%s--\r\n' % b)
+        verdict, after, result = await call('sendDocument', body,
+                                            'multipart/form-data; boundary=' + b,
+                                            self.timeouts['clip'])
+        if verdict == 'ok':
+            try:
+                item.file_id = result['document']['file_id']
+            except (KeyError, TypeError):
+                pass
+        return verdict, after, result

@@ -1,15 +1,16 @@
 """What waits to go to Telegram: a bounded priority queue (alarm photos, then replies, then
 requested photos).
 
-The bound counts photos; replies have their own small bound. A full queue drops the oldest
+The bound counts photos; replies and clips have their own small bounds. A full queue drops the oldest
 requested photo first; an alarm photo is only dropped for another one when at least alarm_slots
 alarm photos are already waiting (else the bound stretches for it): evidence goes before comfort.
 """
 import asyncio
 
-ALARM, MESSAGE, REQUEST = 0, 1, 2  # also the priority: lower goes first
-KINDS = ('alarm photo', 'message', 'requested photo')
+ALARM, MESSAGE, REQUEST, CLIP = 0, 1, 2, 3  # also the priority: lower goes first
+KINDS = ('alarm photo', 'message', 'requested photo', 'alarm clip')
 MAX_MESSAGES = 8
+MAX_CLIPS = 4  # clips wait on the card, not in the heap; the oldest goes first when more come
 
 
 class Item:
@@ -53,7 +54,10 @@ class Outbox:
         if item.kind == MESSAGE:
             if self.count(MESSAGE) >= MAX_MESSAGES:
                 self.drop(self._oldest(MESSAGE), 'too many replies pending')
-        elif len(q) - self.count(MESSAGE) >= self.bound:
+        elif item.kind == CLIP:
+            if self.count(CLIP) >= MAX_CLIPS:
+                self.drop(self._oldest(CLIP), 'too many clips pending')
+        elif len(q) - self.count(MESSAGE) - self.count(CLIP) >= self.bound:
             victim = self._oldest(REQUEST)
             if victim is None:
                 if item.kind == REQUEST:

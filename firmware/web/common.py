@@ -18,7 +18,7 @@ Request.max_readline = 1024
 
 CORS = {'Access-Control-Allow-Origin': '*'}
 REASONS = {400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found',
-           405: 'Method Not Allowed', 409: 'Conflict', 413: 'Payload Too Large',
+           405: 'Method Not Allowed', 409: 'Conflict', 413: 'Payload Too Large', 416: 'Range Not Satisfiable',
            500: 'Internal Server Error', 503: 'Service Unavailable'}
 
 

@@ -60,7 +60,8 @@ def test_a_new_command_appears_in_every_front_end(tmp_path):
         assert name in got['admin']
     assert {'ENAL', 'DSAL', 'RST', 'DSLP', 'WCAM', 'SCAM', 'TLGS', 'TLGC', 'STAT', 'UPOP',
             'UPCL'} <= set(got['lfcp_types'])
-    assert {'arm', 'disarm', 'status', 'photo', 'reboot', 'open', 'close', 'help'} == \
+    assert {'arm', 'disarm', 'status', 'photo', 'reboot', 'open', 'close', 'help', 'record',
+            'record_stop'} == \
         set(got['telegram']) - {'frobnicate'}
     assert 'status' not in got['admin']   # the table says: not a button
 

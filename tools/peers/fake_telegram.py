@@ -112,6 +112,7 @@ class FakeTelegram:
         self.tokens = set([tokens] if isinstance(tokens, str) else tokens)
         self.lock = threading.Condition()
         self.photos = []     # dicts: chat_id, caption, jpeg, t, valid, file_id
+        self.documents = []  # dicts: chat_id, caption, data, filename, content_type, t, by_reference
         self.messages = []   # dicts: chat_id, text, t
         self.menus = []      # setMyCommands payloads
         self.calls = []      # (t, method, status)
@@ -213,6 +214,29 @@ class FakeTelegram:
                 self.lock.notify_all()
             return 200, {'ok': True, 'result': {'message_id': len(self.photos), 'chat': {'id': chat},
                                                 'photo': [{'file_id': file_id, 'width': 640}]}}
+        if method == 'sendDocument':
+            chat = _int(params.get('chat_id'))
+            if chat is None:
+                return 400, _err(400, 'Bad Request: chat_id is empty')
+            if 'document' in files:
+                data, ctype, filename = files['document']
+                if not data:
+                    return 400, _err(400, 'Bad Request: file must be non-empty')
+            else:
+                data = self.files.get(params.get('document'))
+                ctype = filename = None
+                if data is None:
+                    return 400, _err(400, 'Bad Request: wrong file identifier')
+            with self.lock:
+                file_id = 'file%d' % (len(self.files) + 1)
+                self.files.setdefault(file_id, data)
+                self.documents.append({'chat_id': chat, 'caption': params.get('caption', ''),
+                                       'data': data, 'filename': filename, 'content_type': ctype,
+                                       't': time.monotonic(), 'by_reference': 'document' not in files})
+                self.lock.notify_all()
+            return 200, {'ok': True, 'result': {'message_id': len(self.documents), 'chat': {'id': chat},
+                                                'document': {'file_id': file_id, 'file_name': filename,
+                                                             'file_size': len(data)}}}
         if method == 'sendMessage':
             chat, text = _int(params.get('chat_id')), params.get('text')
             if chat is None or not text:

@@ -257,3 +257,111 @@ class RTC:
         if data is None:
             return RTC._mem[0]
         RTC._mem[0] = bytes(data)
+
+
+class SDCard:
+    """The ESP32 port's SD/MMC host as a block device over an image file, $ESP32SIM/sdcard.img
+    (FAT-formatted by the test or by the firmware with os.VfsFat.mkfs). Control file
+    $ESP32SIM/sdcard.json: "present" (default: the image exists; false = no card / pulled out),
+    "image" (another file name), "fail_writes"/"fail_reads" (N > 0: that many operations fail
+    with EIO, -1: all), "write_kbps" (throughput of the card, 0 = as fast as the PC).
+    Like the real driver, the constructor only sets up the host: a missing card shows at the
+    first block operation (EIO) or at ioctl(INIT) (-1)."""
+
+    def __init__(self, slot=1, width=1, cd=None, wp=None, sck=None, miso=None, mosi=None,
+                 cs=None, freq=20000000):
+        if slot not in (0, 1, 2, 3):
+            raise ValueError("slot number must be between 0 and 3 inclusive")
+        if width not in (1, 4, 8):
+            raise ValueError("width must be 1, 4 or 8")
+        self._ctl = _s.Watched("sdcard.json", {})
+        self._f = None
+        self._name = None
+        self._blocks = 0
+
+    def _card(self):
+        d = self._ctl.get()
+        name = d.get("image", "sdcard.img")
+        p = _s.path(name)
+        present = d.get("present")
+        if present is None:
+            present = _s.exists(p)
+        if not present or not _s.exists(p):
+            self._close()
+            raise OSError(5)   # EIO: the host gets no answer from the slot
+        if self._f is None or self._name != name:
+            self._close()
+            self._f = open(p, "r+b")
+            self._name = name
+            self._blocks = os.stat(p)[6] // 512
+        return d
+
+    def _close(self):
+        if self._f is not None:
+            try:
+                self._f.close()
+            except OSError:
+                pass
+            self._f = None
+
+    def _fault(self, d, key):
+        n = d.get(key, 0)
+        if not n:
+            return False
+        if n > 0:
+            self._ctl.put(key, n - 1)
+        return True
+
+    def readblocks(self, block_num, buf, offset=0):
+        d = self._card()
+        if offset or len(buf) % 512:
+            raise OSError(22)
+        if self._fault(d, "fail_reads") or block_num + len(buf) // 512 > self._blocks:
+            raise OSError(5)
+        self._f.seek(block_num * 512)
+        self._f.readinto(buf)
+        return 0
+
+    def writeblocks(self, block_num, buf, offset=0):
+        d = self._card()
+        if offset or len(buf) % 512:
+            raise OSError(22)
+        if self._fault(d, "fail_writes") or block_num + len(buf) // 512 > self._blocks:
+            raise OSError(5)
+        kbps = d.get("write_kbps", 0)
+        if kbps:
+            time.sleep_us(len(buf) * 1000000 // (kbps * 1024))   # the bus and the card's flash
+        self._f.seek(block_num * 512)
+        self._f.write(buf)
+        return 0
+
+    def ioctl(self, op, arg):
+        if op == 1:           # INIT
+            try:
+                self._card()
+            except OSError:
+                return -1
+            return 0
+        if op == 2:           # DEINIT
+            self._close()
+            return 0
+        if op == 3:           # SYNC
+            if self._f is not None:
+                self._f.flush()
+            return 0
+        if op == 4:           # BLOCK_COUNT
+            try:
+                self._card()
+            except OSError:
+                return -1
+            return self._blocks
+        if op == 5:           # BLOCK_SIZE
+            return 512
+        return 0
+
+    def info(self):
+        self._card()
+        return (self._blocks * 512, 512)
+
+    def deinit(self):
+        self._close()
