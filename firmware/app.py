@@ -14,6 +14,8 @@ from firmware.core.recovery import Recovery
 from firmware.core.supervisor import Supervisor
 from firmware.net.internet import Internet
 from firmware.net.wifi import Wifi
+from firmware.ota import trial
+from firmware.version import VERSION
 from firmware.web.admin import AdminServer
 from firmware.web.common import Listener, quiet
 from firmware.web.control import ControlServer
@@ -66,7 +68,11 @@ class App:
             self._exposure()
         self.stream = StreamServer(self.cam, cfg.http, log, guard=self._guard)
         self.control = ControlServer(self.cam, cfg.http, log, guard=self._guard)
-        self.admin = AdminServer(cfg.admin, self.commands, self.status, log)
+        self.admin = AdminServer(cfg.admin, self.commands, self.status, log,
+                                 mount=self._admin_routes)
+        log.secret(cfg.update.key)
+        self.update = {}
+        self.trial = None
         self.listeners = []
         quiet(log)
         self._register()
@@ -102,6 +108,39 @@ class App:
 
     def _alarm_to_management(self, ev):
         self.mgmt.alarm('alarm_test' if ev.reason == 'test' else 'esp32_cam_motion_detected')
+
+    # --- update over the air -------------------------------------------------------------
+    def _admin_routes(self, app):
+        from firmware.web import update
+        update.mount(app, self.cfg.update, self.log, self.update_status, self.recovery.reboot_soon)
+
+    def update_status(self):
+        s = dict(self.update)
+        s['version'] = VERSION
+        s['enabled'] = bool(self.cfg.update.key)
+        if self.trial:
+            s['trial'] = not self.trial.confirmed
+            s['problem'] = self.trial.problem
+        return s
+
+    def _health(self):
+        """None when this version is healthy, else what is wrong (the update trial's test)."""
+        for name, t in self.sup.status().items():
+            if t['critical'] and (not t['running'] or t.get('beat_age_s', 0) > trial.PROGRESS_S):
+                return 'task %s makes no progress' % name
+        if len(self.listeners) < 3:
+            return 'servers not listening yet'
+        if self.wifi.state != 'connected' and not self.wifi.ap_on:
+            return 'neither uplink nor access point is up'
+        return None
+
+    def _start_update(self):
+        self.update = trial.report(self.log, self._notify)
+        if self.update['trial']:
+            import machine
+            self.trial = trial.Trial(self.log, machine, self._health, self.cfg.update.confirm_s,
+                                     feed_after=not self.sup.watchdog_s)
+            self.sup.spawn('update-trial', self.trial.run)
 
     # --- commands shared by HTTP, LFCP and Telegram ------------------------------------------
     def _register(self):
@@ -169,6 +208,8 @@ class App:
         gc.collect()
         return {
             'device': self.cfg.device.name,
+            'version': VERSION,
+            'update': self.update_status(),
             'uptime_s': time.time() - self.started,
             'heap_free': gc.mem_free(), 'heap_used': gc.mem_alloc(),
             'boot': self.recovery.status(),
@@ -206,6 +247,7 @@ class App:
             self._spawn_telegram()
         if self.exposure:
             sup.spawn('upnp', self.exposure.run)
+        self._start_update()
         for app, port in ((self.control.app, h.control_port), (self.stream.app, h.stream_port),
                           (self.admin.app, h.admin_port)):
             listener = Listener(app, h.bind, port, h.backlog, self.log,

@@ -17,7 +17,7 @@ from firmware.web import common as web
 
 
 class AdminServer:
-    def __init__(self, cfg, commands, status, log):
+    def __init__(self, cfg, commands, status, log, mount=None):
         self.user = cfg.user
         self.password = cfg.password
         self.commands = commands
@@ -63,6 +63,9 @@ class AdminServer:
             except CommandError as e:
                 return web.error(503, e.args[0])
             return Response({'ok': True, 'result': text or 'done'})
+
+        if mount:       # the settings and update routes (web/settings.py, web/update.py)
+            mount(app)
 
     def check(self, req):
         if not self.password:
