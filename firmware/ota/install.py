@@ -215,7 +215,7 @@ class Installer:
     def _fits(self, m, spare):
         s = os.statvfs('.')     # the flash (the board's working directory)
         block = s[0]
-        free = s[0] * s[3] + tree_bytes(spare, block)
+        free = s[0] * s[4] + tree_bytes(spare, block)
         dirs = {}
         need = 2 * block        # the manifest and ota.json
         for f in m['files']:

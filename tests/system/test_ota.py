@@ -123,7 +123,7 @@ def _bad_bundles(tmp_path):
     free = shutil.disk_usage(str(tmp_path)).free
     for f in m['files']:
         if f[0] == 'firmware/www/huge.bin':
-            f[1] = free + (1 << 30)
+            f[1] = 2 * free + (1 << 30)
     import hashlib
     import hmac
     raw = json.dumps(m).encode()
