@@ -191,3 +191,26 @@ def test_a_version_that_runs_but_stays_unhealthy_is_rolled_back(board):
     s = wait_status(dev, lambda s: s['update'].get('rolled_back'), timeout=90)
     assert s['version'] == bundle.source_version()
     assert 'not healthy after 20 s (task camera makes no progress)' in dev.console()
+
+
+@pytest.mark.timeout(300)
+def test_power_cuts_at_every_write_of_an_install_leave_a_bootable_board(tmp_path):
+    """On LittleFS in the VM (tools/testkit/vm/ota_powerloss.py): the power is cut at each block
+    operation of an install, of boot.py's trial write and of its rollback write; after every cut
+    boot.py must choose a slot holding one whole version."""
+    files = {'firmware/app.py': b'VERSION = "new"\n' + b'#' * 6000 + b'\n',
+             'firmware/version.py': b'VERSION = "new"\n', 'lib/microdot/microdot.py': b'# new\n'}
+    mp, mpy = bundle.target('x64')
+    path = tmp_path / 'new.bundle'
+    path.write_bytes(bundle.pack(files, KEY, 'new', mp, mpy))
+    vm = os.path.join(ROOT, '.venv', 'bin', 'micropython')
+    env = dict(os.environ, MICROPYPATH='.frozen:' + ROOT + ':' + os.path.join(ROOT, 'tools', 'testkit', 'vm'))
+    r = subprocess.run([vm, os.path.join(ROOT, 'tools', 'testkit', 'vm', 'ota_powerloss.py'),
+                        str(path), os.path.join(ROOT, 'boot.py')],
+                       capture_output=True, text=True, env=env, timeout=280)
+    assert r.returncode == 0 and r.stdout.startswith('ok '), r.stdout[-2000:] + r.stderr[-2000:]
+    counts = dict(kv.split('=') for kv in r.stdout.split()[1:])
+    print(r.stdout)
+    # the cuts really landed everywhere, and both outcomes happened
+    assert int(counts['installs']) > 30 and int(counts['trial']) > 3 and int(counts['rollback']) > 3
+    assert int(counts['old']) > 10 and int(counts['new']) > 3
