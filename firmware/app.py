@@ -111,8 +111,10 @@ class App:
 
     # --- update over the air -------------------------------------------------------------
     def _admin_routes(self, app):
-        from firmware.web import update
+        from firmware.web import settings, update
         update.mount(app, self.cfg.update, self.log, self.update_status, self.recovery.reboot_soon)
+        settings.mount(app, 'config.json', self.cfg, self.log,
+                       connected=lambda: self.wifi.state == 'connected')
 
     def update_status(self):
         s = dict(self.update)
