@@ -30,6 +30,12 @@ def exists(path):
         return False
 
 
+def clock():
+    """The board's clock in words (it starts in 2000 until NTP or a server sets it)."""
+    t = time.gmtime()
+    return '%04d-%02d-%02d %02d:%02d:%02d UTC' % t[:6] if t[0] >= 2024 else 'not set'
+
+
 class App:
     """LFCP, Telegram and UPnP load only when configured or first used: a feature that is off
     costs no heap (together ~80 KB of the ESP32's)."""
@@ -213,6 +219,7 @@ class App:
             'version': VERSION,
             'update': self.update_status(),
             'uptime_s': time.time() - self.started,
+            'time': clock(),
             'heap_free': gc.mem_free(), 'heap_used': gc.mem_alloc(),
             'boot': self.recovery.status(),
             'camera': self.cam.status(),

@@ -40,6 +40,10 @@ class AdminServer:
         async def status_json(req):
             return Response(json.dumps(self.status()), 200, {'Content-Type': 'application/json'})
 
+        @app.route('/log')
+        async def log_lines(req):     # [[time, level I/W/E, text], ...], oldest first
+            return Response([list(l) for l in log.tail(log.max)])
+
         @app.route('/commands')
         async def command_list(req):
             return Response([{'name': c[table.NAME], 'help': c[table.HELP],
