@@ -10,11 +10,11 @@ from firmware.camera.service import CameraService
 from firmware.core.commands import BadArgs, CommandError, Commands
 from firmware.core.events import ALARM, Bus
 from firmware.core.log import Log
+from firmware.core import store
 from firmware.core.recovery import Recovery
 from firmware.core.supervisor import Supervisor
 from firmware.net.internet import Internet
 from firmware.net.wifi import Wifi
-from firmware.ota import trial
 from firmware.version import VERSION
 from firmware.web.admin import AdminServer
 from firmware.web.common import Listener, quiet
@@ -133,8 +133,9 @@ class App:
 
     def _health(self):
         """None when this version is healthy, else what is wrong (the update trial's test)."""
+        from firmware.ota.trial import PROGRESS_S
         for name, t in self.sup.status().items():
-            if t['critical'] and (not t['running'] or t.get('beat_age_s', 0) > trial.PROGRESS_S):
+            if t['critical'] and (not t['running'] or t.get('beat_age_s', 0) > PROGRESS_S):
                 return 'task %s makes no progress' % name
         if len(self.listeners) < 3:
             return 'servers not listening yet'
@@ -143,9 +144,23 @@ class App:
         return None
 
     def _start_update(self):
-        self.update = trial.report(self.log, self._notify)
-        if self.update['trial']:
+        """ota.json (boot.py's choice): the update status; the trial of a new version, or the
+        report of a rollback. firmware/ota/trial.py is loaded only then."""
+        try:
+            st = store.load('ota.json') or {}
+        except ValueError:
+            st = {}
+        back = st.get('rolled_back')
+        self.update = {'slot': st.get('active', ''), 'trial': bool(st.get('trial')),
+                       'previous_version': st.get('previous_version')}
+        if back is not None:
+            self.update['rolled_back'] = {'version': st.get('version'), 'slot': back}
+        if back is not None and not st.get('reported'):
+            from firmware.ota import trial
+            trial.report(st, self.log, self._notify)
+        if st.get('trial'):
             import machine
+            from firmware.ota import trial
             self.trial = trial.Trial(self.log, machine, self._health, self.cfg.update.confirm_s,
                                      feed_after=not self.sup.watchdog_s)
             self.sup.spawn('update-trial', self.trial.run)

@@ -13,6 +13,7 @@ Slots: '' is the flash root (what `make deploy` installs), 'slots/a' and 'slots/
 The slot being written is never the active one nor the previous one, so a refusal or a power
 cut at any point leaves the installed versions as they were.
 """
+import asyncio
 import binascii
 import gc
 import hashlib
@@ -129,6 +130,34 @@ def check_manifest(m):
     names = [f[0] for f in m['files']]
     if 'firmware/app.mpy' not in names and 'firmware/app.py' not in names:
         raise Refused('the bundle has no firmware/app: not a firmware bundle')
+
+
+def body_reader(req):
+    """async readinto(buf) over the request body, read already (small) or still on the socket."""
+    if not req.body:
+        return req.stream.readinto
+    src = req.body
+    pos = [0]
+
+    async def read(buf):
+        n = min(len(buf), len(src) - pos[0])
+        buf[:n] = src[pos[0]:pos[0] + n]
+        pos[0] += n
+        return n
+    return read
+
+
+async def drain(read, left):
+    """Read what is left of a refused body, so the client gets the answer, not a reset."""
+    buf = bytearray(512)
+    while left > 0:
+        try:
+            n = await asyncio.wait_for(read(memoryview(buf)[:min(left, 512)]), 10)
+        except (asyncio.TimeoutError, OSError):
+            return
+        if not n:
+            return
+        left -= n
 
 
 class Installer:

@@ -27,29 +27,21 @@ def state():
     return s if isinstance(s, dict) else {'active': ''}
 
 
-def report(log, notify):
-    """At boot: the status of updates, and the rollback said once. Returns the status dict."""
-    st = state()
-    out = {'slot': st.get('active', ''), 'trial': bool(st.get('trial')),
-           'previous_version': st.get('previous_version')}
-    back = st.get('rolled_back')
-    if back is not None:
-        out['rolled_back'] = {'version': st.get('version'), 'slot': back}
-        if not st.get('reported'):
-            text = 'update: version %s did not report healthy within %d s and was rolled back: ' \
-                   'running the previous version again' % (st.get('version'), st.get('confirm_s', 0))
-            log.error(text)
-            if notify:
-                try:
-                    notify(text)
-                except Exception as e:
-                    log.error('update: cannot send the rollback message:', repr(e))
-            st['reported'] = True
-            try:
-                store.save(STATE, st)
-            except OSError as e:
-                log.error('update: cannot write', STATE, repr(e))
-    return out
+def report(st, log, notify):
+    """At boot, once: say that the last update was rolled back (log, so LFCP too, and Telegram)."""
+    text = 'update: version %s did not report healthy within %d s and was rolled back: ' \
+           'running the previous version again' % (st.get('version'), st.get('confirm_s', 0))
+    log.error(text)
+    if notify:
+        try:
+            notify(text)
+        except Exception as e:
+            log.error('update: cannot send the rollback message:', repr(e))
+    st['reported'] = True
+    try:
+        store.save(STATE, st)
+    except OSError as e:
+        log.error('update: cannot write', STATE, repr(e))
 
 
 class Trial:

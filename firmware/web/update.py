@@ -5,7 +5,7 @@ The bundle is read from the socket in 1 KB slices straight to the flash (firmwar
 never whole in memory. A refused bundle is read to its end before the answer, so the client sees
 the reason instead of a reset connection.
 """
-import asyncio
+import sys
 
 from microdot import Response
 
@@ -15,31 +15,12 @@ from firmware.web import common as web
 BUNDLE_MAX = 4 * 1024 * 1024     # the ESP32-CAM's whole flash
 
 
-def _body_reader(req):
-    """async readinto(buf) over the request body, read already (small) or still on the socket."""
-    if not req.body:
-        return req.stream.readinto
-    src = req.body
-    pos = [0]
-
-    async def read(buf):
-        n = min(len(buf), len(src) - pos[0])
-        buf[:n] = src[pos[0]:pos[0] + n]
-        pos[0] += n
-        return n
-    return read
-
-
-async def _drain(read, left):
-    buf = bytearray(512)
-    while left > 0:
-        try:
-            n = await asyncio.wait_for(read(memoryview(buf)[:min(left, 512)]), 10)
-        except (asyncio.TimeoutError, OSError):
-            return
-        if not n:
-            return
-        left -= n
+def _drop():
+    """The installer leaves the heap with its request (a refused bundle keeps nothing)."""
+    import firmware.ota
+    for name in ('install', 'trial'):
+        if sys.modules.pop('firmware.ota.' + name, None) and hasattr(firmware.ota, name):
+            delattr(firmware.ota, name)
 
 
 def mount(app, cfg, log, status, restart):
@@ -61,22 +42,23 @@ def mount(app, cfg, log, status, restart):
         length = req.content_length
         if not length:
             return web.error(400, 'send the bundle (made by make bundle) as the request body')
-        from firmware.ota.install import Installer, Refused
+        from firmware.ota.install import Installer, Refused, body_reader, drain
         inst = Installer(cfg.key, log, cfg.confirm_s)
         running.append(inst)
-        read = _body_reader(req)
+        read = body_reader(req)
         try:
             m = await inst.run(read, length)
         except Refused as e:
             log.warn('update refused:', e.args[0])
-            await _drain(read, inst.left)
+            await drain(read, inst.left)
             return web.error(400, 'update refused: %s; nothing installed changed' % e.args[0])
         except OSError as e:
             log.error('update failed:', repr(e))
-            await _drain(read, inst.left)
+            await drain(read, inst.left)
             return web.error(500, 'update failed (%r); nothing installed changed' % (e,))
         finally:
             running.pop()
+            _drop()
         restart('update to ' + m['version'])
         return Response({'ok': True, 'version': m['version'],
                          'result': 'installed %s: restarting into it' % m['version']})
