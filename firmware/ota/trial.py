@@ -29,8 +29,9 @@ def state():
 
 def report(st, log, notify):
     """At boot, once: say that the last update was rolled back (log, so LFCP too, and Telegram)."""
-    text = 'update: version %s did not report healthy within %d s and was rolled back: ' \
-           'running the previous version again' % (st.get('version'), st.get('confirm_s', 0))
+    # the first 64 characters are what an LFCP LOG carries
+    text = 'update: %s rolled back (not healthy within %d s): the previous version runs again' % (
+        st.get('version'), st.get('confirm_s', 0))
     log.error(text)
     if notify:
         try:

@@ -34,14 +34,16 @@ ENV = {'MICROPYPATH': SIM + ':.:.frozen:lib'}
 def board(firmware, tmp_path, make_build):
     make_build()
 
-    def start(confirm_s=20, **kw):
+    def start(confirm_s=20, overrides=None, **kw):
         flash = tmp_path / 'flash'
         flash.mkdir(exist_ok=True)
         for name in ('firmware', 'lib'):
             shutil.copytree(os.path.join(BUILD, name), flash / name, dirs_exist_ok=True)
         for name in ('boot.py', 'main.py'):
             shutil.copyfile(os.path.join(ROOT, name), flash / name)
-        return firmware({'update': {'key': KEY, 'confirm_s': confirm_s}}, env=ENV, **kw)
+        cfg = {'update': {'key': KEY, 'confirm_s': confirm_s}}
+        cfg.update(overrides or {})
+        return firmware(cfg, env=ENV, **kw)
     return start
 
 
@@ -159,8 +161,30 @@ def test_update_needs_the_login_and_a_key(board):
     assert code == 401
 
 
-def test_a_version_that_never_reports_healthy_is_rolled_back(board, servers):
-    dev = board(confirm_s=20)
+@pytest.fixture
+def telegram(tmp_path):
+    from peers import fake_telegram as ft
+    pki = ft.make_ca(str(tmp_path / 'pki'))
+    tg = ft.FakeTelegram([TOKEN], pki['cert'], pki['key']).start()
+    tg.ca = pki['ca_der']
+    yield tg
+    tg.stop()
+
+
+TOKEN = '123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw'
+
+
+def test_a_version_that_never_reports_healthy_is_rolled_back(board, servers, telegram):
+    import socket
+
+    from testkit.helpers import free_port
+    from testkit.vm.lfcp_harness import KEY as LFCP_KEY
+    srv = servers.start()
+    dev = board(confirm_s=20, overrides={
+        'lfcp': {'key': LFCP_KEY, 'port': free_port(socket.SOCK_DGRAM), 'heartbeat_s': 1,
+                 'servers': ['127.0.0.1:%d' % srv.port]},
+        'telegram': {'api_url': telegram.url, 'ca_file': telegram.ca, 'token': TOKEN,
+                     'chat_ids': [42], 'poll_s': 0}})
     # the new version crashes at start-up: boot.py's trial watchdog resets the board, and
     # boot.py starts the previous version again
     broken = bundle.compile_source("raise RuntimeError('broken build')\n", 'x64', 'firmware/app.py')
@@ -172,10 +196,22 @@ def test_a_version_that_never_reports_healthy_is_rolled_back(board, servers):
     assert s['update']['rolled_back']['version'] == '9.9.3-broken'
     assert dev.board.boots >= 3
     assert 'broken build' in dev.console()
-    assert any('9.9.3-broken did not report healthy' in line and 'rolled back' in line
-               for line in s['log'])
+    assert any('update: 9.9.3-broken rolled back (not healthy within 20 s)' in line for line in s['log'])
     st = json.loads((dev.flash / 'ota.json').read_text())
     assert st['active'] == '' and not st['trial'] and st['reported']
+    # and says so to the management servers (LFCP LOG) and to Telegram
+    said = 'update: 9.9.3-broken rolled back (not healthy within 20 s): the previous version runs again'
+    assert telegram.wait(lambda: any(said in m['text'] for m in telegram.messages), 30), telegram.messages
+    name = dev.cfg['device']['name']
+
+    def logged():
+        d = srv.devices.get(name)
+        return d is not None and any('E_update:_9.9.3-broken_rolled_back_(not_healthy_within_20_s)'
+                                     in x['text'] for x in d.logs)
+    end = time.time() + 30
+    while time.time() < end and not servers.call(logged):
+        time.sleep(0.2)
+    assert servers.call(logged), servers.call(lambda: [x['text'] for x in srv.devices[name].logs] if name in srv.devices else list(srv.devices))
 
 
 def test_a_version_that_runs_but_stays_unhealthy_is_rolled_back(board):
