@@ -9,7 +9,7 @@ PORT    ?= /dev/ttyUSB0
 MARCH   ?= xtensawin
 JOBS    ?= 6
 
-.PHONY: setup sim test check bench soak build deploy clean
+.PHONY: setup sim test check bench soak build deploy bundle ota clean
 
 setup: $(VENV)/.stamp lib/.stamp sim/frames/.stamp
 
@@ -52,6 +52,15 @@ build: $(VENV)/.stamp lib/.stamp
 
 deploy: build lib/.stamp
 	$(BIN)/python tools/build/deploy.py --port $(PORT) --build build/esp32 $(if $(filter-out 0,$(DRY_RUN)),--dry-run)
+
+# Update over the air: a bundle of build/esp32 signed with update.key of CONFIG (the board's
+# config.json); `make ota HOST=192.168.4.1` sends it and waits for the board's verdict.
+CONFIG  ?= config.json
+bundle: build
+	$(BIN)/python tools/build/bundle.py --build build/esp32 --march $(MARCH) --config $(CONFIG)
+
+ota: build
+	$(BIN)/python tools/build/ota.py --host $(HOST) --config $(CONFIG) --build build/esp32 --march $(MARCH)
 
 clean:
 	rm -rf build sim lib $(VENV)

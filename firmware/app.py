@@ -10,10 +10,12 @@ from firmware.camera.service import CameraService
 from firmware.core.commands import BadArgs, CommandError, Commands
 from firmware.core.events import ALARM, CLIP, Bus
 from firmware.core.log import Log
+from firmware.core import store
 from firmware.core.recovery import Recovery
 from firmware.core.supervisor import Supervisor
 from firmware.net.internet import Internet
 from firmware.net.wifi import Wifi
+from firmware.version import VERSION
 from firmware.web.admin import AdminServer
 from firmware.web.common import Listener, quiet
 from firmware.web.control import ControlServer
@@ -26,6 +28,12 @@ def exists(path):
         return True
     except OSError:
         return False
+
+
+def clock():
+    """The board's clock in words (it starts in 2000 until NTP or a server sets it)."""
+    t = time.gmtime()
+    return '%04d-%02d-%02d %02d:%02d:%02d UTC' % t[:6] if t[0] >= 2024 else 'not set'
 
 
 class App:
@@ -77,7 +85,11 @@ class App:
             bus.on(ALARM, self._alarm_clip)
         self.stream = StreamServer(self.cam, cfg.http, log, guard=self._guard)
         self.control = ControlServer(self.cam, cfg.http, log, guard=self._guard)
-        self.admin = AdminServer(cfg.admin, self.commands, self.status, log)
+        self.admin = AdminServer(cfg.admin, self.commands, self.status, log,
+                                 mount=self._admin_routes)
+        log.secret(cfg.update.key)
+        self.update = {}
+        self.trial = None
         if self.card and self.card.mounted():
             self._card_mounted(True)
         self.listeners = []
@@ -169,6 +181,56 @@ class App:
     def _alarm_to_management(self, ev):
         self.mgmt.alarm('alarm_test' if ev.reason == 'test' else 'esp32_cam_motion_detected')
 
+    # --- update over the air -------------------------------------------------------------
+    def _admin_routes(self, app):
+        from firmware.web import settings, update
+        update.mount(app, self.cfg.update, self.log, self.update_status, self.recovery.reboot_soon)
+        settings.mount(app, 'config.json', self.cfg, self.log,
+                       connected=lambda: self.wifi.state == 'connected')
+
+    def update_status(self):
+        s = dict(self.update)
+        s['version'] = VERSION
+        s['enabled'] = bool(self.cfg.update.key)
+        if self.trial:
+            s['trial'] = not self.trial.confirmed
+            s['problem'] = self.trial.problem
+        return s
+
+    def _health(self):
+        """None when this version is healthy, else what is wrong (the update trial's test)."""
+        from firmware.ota.trial import PROGRESS_S
+        for name, t in self.sup.status().items():
+            if t['critical'] and (not t['running'] or t.get('beat_age_s', 0) > PROGRESS_S):
+                return 'task %s makes no progress' % name
+        if len(self.listeners) < 3:
+            return 'servers not listening yet'
+        if self.wifi.state != 'connected' and not self.wifi.ap_on:
+            return 'neither uplink nor access point is up'
+        return None
+
+    def _start_update(self):
+        """ota.json (boot.py's choice): the update status; the trial of a new version, or the
+        report of a rollback. firmware/ota/trial.py is loaded only then."""
+        try:
+            st = store.load('ota.json') or {}
+        except ValueError:
+            st = {}
+        back = st.get('rolled_back')
+        self.update = {'slot': st.get('active', ''), 'trial': bool(st.get('trial')),
+                       'previous_version': st.get('previous_version')}
+        if back is not None:
+            self.update['rolled_back'] = {'version': st.get('version'), 'slot': back}
+        if back is not None and not st.get('reported'):
+            from firmware.ota import trial
+            trial.report(st, self.log, self._notify)
+        if st.get('trial'):
+            import machine
+            from firmware.ota import trial
+            self.trial = trial.Trial(self.log, machine, self._health, self.cfg.update.confirm_s,
+                                     feed_after=not self.sup.watchdog_s)
+            self.sup.spawn('update-trial', self.trial.run)
+
     # --- commands shared by HTTP, LFCP and Telegram ------------------------------------------
     def _register(self):
         c = self.commands
@@ -250,7 +312,10 @@ class App:
         gc.collect()
         return {
             'device': self.cfg.device.name,
+            'version': VERSION,
+            'update': self.update_status(),
             'uptime_s': time.time() - self.started,
+            'time': clock(),
             'heap_free': gc.mem_free(), 'heap_used': gc.mem_alloc(),
             'boot': self.recovery.status(),
             'camera': self.cam.status(),
@@ -301,6 +366,7 @@ class App:
             sup.spawn('card', self.card.run)
         if self.clips:
             self._spawn_clips()
+        self._start_update()
         for app, port in ((self.control.app, h.control_port), (self.stream.app, h.stream_port),
                           (self.admin.app, h.admin_port)):
             listener = Listener(app, h.bind, port, h.backlog, self.log,

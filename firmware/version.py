@@ -1,2 +1,3 @@
-"""The firmware's version, as Home Assistant and the status show it."""
+# The firmware's version: the one place it is written (bundles, /status, the update page,
+# Home Assistant).
 VERSION = '1.0.0'

@@ -18,6 +18,10 @@ def _min8(v):
     return None if v == '' or len(v) >= 8 else 'must be empty (off) or at least 8 characters'
 
 
+def _min16(v):
+    return None if v == '' or len(v) >= 16 else 'must be empty (off) or at least 16 characters'
+
+
 def _hostports(v):
     for s in v:
         if not isinstance(s, str) or s.count(':') != 1 or not s.split(':')[1].isdigit():
@@ -171,6 +175,9 @@ SCHEMA = {
         'slice': (int, 4096, (512, 65536)),
         'reserve_mb': (int, 16, (0, 1000000)),
         'telegram': (bool, True, None),
+    'update': {
+        'key': (str, '', _min16),
+        'confirm_s': (int, 120, (20, 3600)),
     },
     'watchdog': {
         'timeout_s': (int, 30, (0, 3600)),

@@ -50,3 +50,17 @@ def on_bad_request(fn):
     """fn(exception) instead of microdot's traceback for a request it cannot parse."""
     import microdot.microdot as m
     m.print_exception = fn
+
+
+def large_bodies(app, paths, limit):
+    """microdot refuses a body over the class-wide Request.max_content_length before any handler
+    runs; requests to `paths` of this app may send up to `limit` bytes (their handlers read
+    req.stream in slices: a body over max_body_length is never read into memory)."""
+    dispatch = app.dispatch_request
+
+    async def dispatch_request(req):
+        if req and req.path in paths:
+            req.max_content_length = limit
+        return await dispatch(req)
+
+    app.dispatch_request = dispatch_request

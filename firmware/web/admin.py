@@ -17,7 +17,7 @@ from firmware.web import common as web
 
 
 class AdminServer:
-    def __init__(self, cfg, commands, status, log):
+    def __init__(self, cfg, commands, status, log, mount=None):
         self.user = cfg.user
         self.password = cfg.password
         self.commands = commands
@@ -39,6 +39,10 @@ class AdminServer:
         @app.route('/status')
         async def status_json(req):
             return Response(json.dumps(self.status()), 200, {'Content-Type': 'application/json'})
+
+        @app.route('/log')
+        async def log_lines(req):     # [[time, level I/W/E, text], ...], oldest first
+            return Response([list(l) for l in log.tail(log.max)])
 
         @app.route('/commands')
         async def command_list(req):
@@ -63,6 +67,9 @@ class AdminServer:
             except CommandError as e:
                 return web.error(503, e.args[0])
             return Response({'ok': True, 'result': text or 'done'})
+
+        if mount:       # the settings and update routes (web/settings.py, web/update.py)
+            mount(app)
 
     def check(self, req):
         if not self.password:

@@ -254,8 +254,9 @@ def main(argv):
         fmt(argv[2])
 
 
-try:
-    main(sys.argv)
-except ValueError as e:   # store.load on a corrupt file
-    print('CORRUPT', e)
-    sys.exit(1)
+if __name__ == '__main__':   # ota_powerloss.py imports its flash
+    try:
+        main(sys.argv)
+    except ValueError as e:   # store.load on a corrupt file
+        print('CORRUPT', e)
+        sys.exit(1)

@@ -1,0 +1,120 @@
+"""The admin page in headless Chromium, opened with the login in the URL, at a phone's width
+(390 px) and a desktop's: the state at a glance without scrolling, buttons that say what they
+did, the log as a list, settings changed from the page; the screenshots are checked too."""
+import json
+
+import pytest
+from conftest import ADMIN
+from testkit.helpers import need_binary
+
+WIDTHS = {'phone': (390, 844), 'desktop': (1280, 800)}
+TILES = ('alarm', 'camera', 'uplink', 'servers', 'telegram', 'time', 'heap', 'uptime', 'update')
+
+
+def chromium(tmp_path, size):
+    need_binary('chromium')
+    driver_path = need_binary('chromedriver', 'chromium-driver')
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = '/usr/bin/chromium'
+    for a in ('--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+              '--disable-background-networking', '--disable-component-update', '--disable-sync',
+              '--user-data-dir=%s' % (tmp_path / 'profile'), '--hide-scrollbars'):
+        opts.add_argument(a)
+    if size[0] < 500:    # a phone: its viewport, its pixel ratio of 1 for the screenshot checks
+        opts.add_experimental_option('mobileEmulation', {'deviceMetrics': {
+            'width': size[0], 'height': size[1], 'pixelRatio': 1.0, 'mobile': True, 'touch': True}})
+    else:
+        opts.add_argument('--window-size=%d,%d' % size)
+    drv = webdriver.Chrome(service=Service(driver_path), options=opts)
+    drv.set_page_load_timeout(20)
+    return drv
+
+
+def wait(drv, js, timeout=20):
+    from selenium.webdriver.support.ui import WebDriverWait
+    return WebDriverWait(drv, timeout).until(lambda d: d.execute_script(js))
+
+
+def rect(drv, id_):
+    return drv.execute_script("const r=document.getElementById(arguments[0]).getBoundingClientRect();"
+                              "return [r.left,r.top,r.right,r.bottom,innerWidth,innerHeight]", id_)
+
+
+def tile_colour(png, r):
+    """The colour of a tile's background in the screenshot, away from its text."""
+    import io
+
+    from PIL import Image
+    im = Image.open(io.BytesIO(png)).convert('RGB')
+    return im.getpixel((int(r[2]) - 6, int(r[1]) + 4))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('width', sorted(WIDTHS))
+def test_the_page_shows_the_state_at_a_glance(firmware, tmp_path, width):
+    dev = firmware({'lfcp': {'key': 'lfcp-key-0123456789', 'servers': ['127.0.0.1:9']}})
+    drv = chromium(tmp_path, WIDTHS[width])
+    try:
+        # the login in the URL: fetch() from such a page's relative URLs would be refused
+        drv.get('http://%s:%s@127.0.0.1:%d/' % (ADMIN[0], ADMIN[1], dev.ports['admin']))
+        wait(drv, "return document.querySelector('#t-alarm span').textContent=='Disarmed'")
+        wait(drv, "return document.querySelector('#t-uplink span').textContent.includes('connected to home')")
+        text = drv.execute_script('return document.body.innerText')
+        assert '"uptime_s"' not in text and '{' not in text.split('Settings')[0]   # words, not JSON
+        assert 'signal good (-55 dBm)' in text
+        assert '0 of 1 reachable' in text and 'not configured' in text
+        # every tile of the glance is on the first screen, and nothing scrolls sideways
+        for t in TILES:
+            r = rect(drv, 't-' + t)
+            assert r[3] <= r[5] and r[2] <= r[4], (t, r)
+        assert drv.execute_script('return document.documentElement.scrollWidth<=innerWidth')
+        assert drv.execute_script("return document.querySelector('link[rel=icon]').href.startsWith('data:image/svg')")
+        before = tile_colour(drv.get_screenshot_as_png(), rect(drv, 't-alarm'))
+        drv.save_screenshot(str(tmp_path / ('admin-%s-disarmed.png' % width)))
+        # a button says what it did, and the glance follows
+        wait(drv, "return !!document.querySelector('button[data-a=arm]')")
+        drv.execute_script("document.querySelector('button[data-a=arm]').click()")
+        wait(drv, "return document.getElementById('res-arm').textContent=='✓ alarm armed'")
+        wait(drv, "return document.querySelector('#t-alarm span').textContent=='ARMED'")
+        png = drv.get_screenshot_as_png()
+        (tmp_path / ('admin-%s-armed.png' % width)).write_bytes(png)
+        armed = tile_colour(png, rect(drv, 't-alarm'))
+        assert armed[0] > 90 and armed[0] > 2 * armed[1], armed      # red when armed
+        assert before[1] > before[0], before                          # green-grey when not
+        assert dev.status()['alarm']['state'] == 'armed'
+        # the log: a list with levels
+        wait(drv, "return document.querySelectorAll('#log li').length>3")
+        levels = drv.execute_script("return [...document.querySelectorAll('#log li .lv')].map(e=>e.textContent)")
+        assert 'info' in levels and set(levels) <= {'info', 'warning', 'error'}
+        assert drv.execute_script("return [...document.querySelectorAll('#log li')].some(l=>l.textContent.includes('command arm from http'))")
+    finally:
+        drv.quit()
+
+
+@pytest.mark.timeout(120)
+def test_settings_change_from_the_page_with_validation(firmware, tmp_path):
+    dev = firmware()
+    drv = chromium(tmp_path, WIDTHS['phone'])
+    try:
+        drv.get('http://%s:%s@127.0.0.1:%d/' % (ADMIN[0], ADMIN[1], dev.ports['admin']))
+        wait(drv, "return !!document.getElementById('set-camera-quality')")
+        # a secret is never in the page
+        assert ADMIN[1] not in drv.page_source and 'home-pass-1' not in drv.page_source
+        drv.execute_script("document.getElementById('sec-camera').open=true;"
+                           "const e=document.getElementById('set-camera-quality');e.value='5';"
+                           "document.getElementById('save-camera').click()")
+        wait(drv, "return document.getElementById('saved-camera').textContent.includes('camera.quality: must be 10..63, got 5')")
+        assert 'quality' not in json.loads((dev.flash / 'config.json').read_text())['camera']
+        drv.execute_script("const e=document.getElementById('set-camera-quality');e.value='20';"
+                           "document.getElementById('save-camera').click()")
+        wait(drv, "return document.getElementById('saved-camera').textContent.includes('restart needed for: camera.quality')")
+        assert json.loads((dev.flash / 'config.json').read_text())['camera']['quality'] == 20
+        drv.execute_script("document.getElementById('sec-alarm').open=true;"
+                           "document.getElementById('set-alarm-event_gap_s').value='9';"
+                           "document.getElementById('save-alarm').click()")
+        wait(drv, "return document.getElementById('saved-alarm').textContent.includes('applied now: alarm.event_gap_s')")
+        drv.save_screenshot(str(tmp_path / 'settings-phone.png'))
+    finally:
+        drv.quit()
