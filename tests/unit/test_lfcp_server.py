@@ -20,7 +20,7 @@ class Wire:
         self.sent = []
 
     def sendto(self, data, addr):
-        self.sent.append((lfcp.decode(data, K)[0] if data.count(b',') == 9
+        self.sent.append((lfcp.decode(data, K, lfcp.DOWN)[0] if data.count(b',') == 9
                           else data.decode().split(','), addr))
 
 
@@ -140,7 +140,7 @@ def test_serve_cli_and_json_api(tmp_path):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.settimeout(5)
         s.sendto(lfcp.encode('cam1', 'HEARTBEAT', ('0',), 1, K), ('127.0.0.1', udp))
-        f, seq = lfcp.decode(s.recvfrom(512)[0], K)
+        f, seq = lfcp.decode(s.recvfrom(512)[0], K, lfcp.DOWN)
         assert f[1:3] == ['DSLP', '600'] and f[7] == str(cid) and seq == 1
         s.sendto(lfcp.encode('cam1', 'ACK', ('DSLP', 0, 0, 0, 0, cid), 2, K), ('127.0.0.1', udp))
         s.close()

@@ -38,7 +38,7 @@ bus = events.Bus(lg)
 cmds = commands.Commands(lg)
 gc.collect()
 m_pre = gc.mem_alloc()
-m = management.Management(cfg, lg, bus, cmds, bind='127.0.0.1')
+m = management.LfcpClient(cfg, lg, bus, cmds, bind='127.0.0.1')
 lg.sinks.append(m.log_sink)
 gc.collect()
 m_inst = gc.mem_alloc()
@@ -60,8 +60,8 @@ async def main():
 
     n = 50
     s = m.servers[0]
-    replies = [lfcp.encode('cam1', 'ACK', ('HEARTBEAT',), m.seq + 1 + i, m.key) for i in range(n)]
-    junk = [lfcp.encode('cam1', 'ENAL', (), 10 ** 12 + i, lfcp.Hmac('wrong')) for i in range(n)]
+    replies = [lfcp.encode('cam1', 'ACK', ('HEARTBEAT',), m.seq + 1 + i, m.key, lfcp.DOWN) for i in range(n)]
+    junk = [lfcp.encode('cam1', 'ENAL', (), 10 ** 12 + i, lfcp.Hmac('wrong'), lfcp.DOWN) for i in range(n)]
     other = b'\x02\x00\x01\x02\x7f\x00\x00\x01' + bytes(8)  # a sockaddr nobody else uses
     heard = s.replies
     limit = cfg.lfcp.rate_limit

@@ -1,0 +1,79 @@
+"""One management server as the device sees it: its address, the replies it owes, its liveness,
+and the plain-mode memory that keeps a re-delivered command from running twice."""
+import time
+
+PENDING = 16  # unanswered reports remembered per server (a LOG burst must not push out a heartbeat)
+
+
+def host_of(addr):
+    """The IP part of a socket address: a tuple on the board, a raw sockaddr on the unix port."""
+    return addr[0] if isinstance(addr, tuple) else bytes(addr[4:8])
+
+
+class Server:
+    def __init__(self, spec):
+        host, port = spec.rsplit(':', 1)
+        self.spec = spec
+        self.host = host
+        self.port = int(port)
+        self.addr = None
+        self.resolved = 0
+        self.retry = 0
+        self.pending = [None] * PENDING  # None marks a free slot: no seq value is special
+        self.slot = 0
+        self.plain_wait = 0  # legacy: plain replies still owed
+        self.last = None  # ticks_ms of the last valid reply
+        self.state = 'unknown'
+        self.next_hb = 0
+        self.sent = 0
+        self.replies = 0
+        # plain commands carry no id: the last one run, when, and whether the server has since
+        # answered with anything else (then it has seen the ACK and moved on)
+        self.ran = None
+        self.ran_at = 0
+        self.moved_on = True
+
+    def sends_from(self, addr, rule):
+        """Whether a datagram from addr may be this server's, under lfcp.reply_from."""
+        if self.addr is None:
+            return False
+        if addr == self.addr:
+            return True
+        return rule == 'any' or (rule == 'host' and host_of(addr) == host_of(self.addr))
+
+    def expect(self, seq):
+        self.pending[self.slot] = seq
+        self.slot = (self.slot + 1) % PENDING
+
+    def owes(self, seq):
+        return seq in self.pending
+
+    def claim(self, seq):
+        """True once for a seq this server owes a reply to."""
+        p = self.pending
+        for i in range(PENDING):
+            if p[i] == seq:
+                p[i] = None
+                return True
+        return False
+
+    def heard(self, now):
+        self.last = now
+        self.replies += 1
+
+    def plain_repeat(self, key, window_ms, now):
+        """A plain command without id: True when it is the one just run, delivered again because
+        the server has not seen the ACK yet (or a late copy within the window)."""
+        if key != self.ran:
+            self.moved_on = True
+            return False
+        return not self.moved_on or time.ticks_diff(now, self.ran_at) < window_ms
+
+    def plain_ran(self, key, now):
+        self.ran = key
+        self.ran_at = now
+        self.moved_on = False
+
+    def plain_other(self):
+        """The server answered with something other than the command it last delivered."""
+        self.moved_on = True
