@@ -173,12 +173,18 @@ class LfcpClient:
         keep = [s.spec for s in self.servers] + ['direct']
         done = st.get('done', {})
         self.done = dict((k, done[k]) for k in done if k in keep)
+        plain = st.get('plain', {})
+        now = time.ticks_ms()
+        for srv in self.servers:  # not yet seen moved on: a re-delivery after a reboot is a repeat
+            srv.ran = [[k, now, False] for k in plain.get(srv.spec, ())]
         self._reserve()
 
     def _save(self):
         try:
             store.save(self.path, {'seq': self.reserved, 'direct': self.direct_hw,
-                                   'done': self.done})
+                                   'done': self.done,
+                                   'plain': dict((s.spec, [e[0] for e in s.ran])
+                                                 for s in self.servers if s.ran)})
         except OSError as e:
             if not self._in_sink:
                 self.log.error('lfcp: cannot save', self.path, e)
@@ -380,12 +386,16 @@ class LfcpClient:
         self._message(self.servers[i], i, f, False)
 
     def _plain_server(self, addr):
-        """The server owed a plain reply that addr may speak for: the exact address first."""
-        for rule in ('exact', self.reply_from):
-            for i in range(len(self.servers)):
-                s = self.servers[i]
-                if s.plain_wait and s.sends_from(addr, rule):
-                    return i
+        """The server owed a plain reply that addr may speak for. A server's own address speaks
+        for that server only (a duplicate from B never counts as A's answer); another address
+        for the first server owed a reply that lfcp.reply_from lets it speak for."""
+        for i in range(len(self.servers)):
+            if self.servers[i].addr == addr:
+                return i if self.servers[i].plain_wait else None
+        for i in range(len(self.servers)):
+            s = self.servers[i]
+            if s.plain_wait and s.sends_from(addr, self.reply_from):
+                return i
         return None
 
     def _heard(self, i, seq):
@@ -650,14 +660,15 @@ def _bad_state(st):
         v = st.get(k, 0)
         if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 10 ** 19:
             return '%s: not a seq' % k
-    done = st.get('done', {})
-    if not isinstance(done, dict):
-        return 'done: not an object'
-    for k in done:
-        ids = done[k]
-        if not isinstance(ids, list) or len(ids) > DONE:
-            return 'done: bad id list'
-        for x in ids:
-            if not isinstance(x, str) or len(x) > lfcp.MAX_FIELD:
-                return 'done: bad id'
+    for name in ('done', 'plain'):
+        d = st.get(name, {})
+        if not isinstance(d, dict):
+            return name + ': not an object'
+        for k in d:
+            ids = d[k]
+            if not isinstance(ids, list) or len(ids) > DONE:
+                return name + ': bad list'
+            for x in ids:
+                if not isinstance(x, str) or len(x) > lfcp.MAX_PLAIN:
+                    return name + ': bad entry'
     return None

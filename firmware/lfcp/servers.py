@@ -2,6 +2,7 @@
 and the plain-mode memory that keeps a re-delivered command from running twice."""
 import time
 
+RAN = 4  # plain commands remembered per server
 PENDING = 16  # unanswered reports remembered per server (a LOG burst must not push out a heartbeat)
 
 
@@ -27,11 +28,9 @@ class Server:
         self.next_hb = 0
         self.sent = 0
         self.replies = 0
-        # plain commands carry no id: the last one run, when, and whether the server has since
-        # answered with anything else (then it has seen the ACK and moved on)
-        self.ran = None
-        self.ran_at = 0
-        self.moved_on = True
+        # plain commands carry no id: the last RAN run, each [key, ticks_ms, moved_on]; moved_on
+        # once the server answered with anything else (then it has seen the ACK)
+        self.ran = []
 
     def sends_from(self, addr, rule):
         """Whether a datagram from addr may be this server's, under lfcp.reply_from."""
@@ -62,18 +61,24 @@ class Server:
         self.replies += 1
 
     def plain_repeat(self, key, window_ms, now):
-        """A plain command without id: True when it is the one just run, delivered again because
-        the server has not seen the ACK yet (or a late copy within the window)."""
-        if key != self.ran:
-            self.moved_on = True
+        """A plain command without id: True when it repeats one run lately, delivered again
+        because the server had not seen the ACK yet, or a late copy within the window."""
+        hit = None
+        for e in self.ran:
+            if e[0] == key:
+                hit = e
+            else:
+                e[2] = True
+        if hit is None:
             return False
-        return not self.moved_on or time.ticks_diff(now, self.ran_at) < window_ms
+        return not hit[2] or time.ticks_diff(now, hit[1]) < window_ms
 
     def plain_ran(self, key, now):
-        self.ran = key
-        self.ran_at = now
-        self.moved_on = False
+        self.ran.append([key, now, False])
+        if len(self.ran) > RAN:
+            self.ran.pop(0)
 
     def plain_other(self):
-        """The server answered with something other than the command it last delivered."""
-        self.moved_on = True
+        """The server answered with something other than a command: it has moved on."""
+        for e in self.ran:
+            e[2] = True
