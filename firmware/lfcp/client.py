@@ -639,6 +639,7 @@ class LfcpClient:
                 'alarms_pending': len(self.alarms.pending),
                 'alarms_acknowledged': self.alarms.acknowledged,
                 'alarms_unacknowledged': self.alarms.lost, 'queued': len(self.queue),
+                'rate_sources_tracked': len(self.limiter.sources),
                 'rejected': dict(self.rejected), 'stats': dict(self.stats)}
 
 
