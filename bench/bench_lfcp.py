@@ -279,8 +279,8 @@ def main(argv=None):
     print('LFCP device service heap on the MicroPython VM (bytes, gc.mem_alloc after collect)')
     print('  %-38s' % 'measure' + ''.join('%22s' % r[0] for r in rows))
     for key, label in (('core_modules', 'shared core modules (log, bus, ...)'),
-                       ('lfcp_modules', 'lfcp + management modules'),
-                       ('instance', 'Management instance, 2 servers'),
+                       ('lfcp_modules', 'lfcp modules (client, servers, alarms, limiter, codec)'),
+                       ('instance', 'LfcpClient instance, 2 servers'),
                        ('running', 'service running (socket, tasks)'),
                        ('after_5s_more', 'running, 5 s of heartbeats later'),
                        ('per_exchange', 'allocated per heartbeat exchange'),

@@ -6,9 +6,12 @@ RAN = 4  # plain commands remembered per server
 PENDING = 16  # unanswered reports remembered per server (a LOG burst must not push out a heartbeat)
 
 
-def host_of(addr):
-    """The IP part of a socket address: a tuple on the board, a raw sockaddr on the unix port."""
-    return addr[0] if isinstance(addr, tuple) else bytes(addr[4:8])
+def same_host(a, b):
+    """Whether two socket addresses share the IP: tuples on the board, raw sockaddrs on the unix
+    port (compared in place: this runs for every datagram, a flood must not allocate)."""
+    if isinstance(a, tuple):
+        return a[0] == b[0]
+    return a[4] == b[4] and a[5] == b[5] and a[6] == b[6] and a[7] == b[7]
 
 
 class Server:
@@ -38,7 +41,7 @@ class Server:
             return False
         if addr == self.addr:
             return True
-        return rule == 'any' or (rule == 'host' and host_of(addr) == host_of(self.addr))
+        return rule == 'any' or (rule == 'host' and same_host(addr, self.addr))
 
     def expect(self, seq):
         self.pending[self.slot] = seq
