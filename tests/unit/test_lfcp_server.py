@@ -155,3 +155,22 @@ def test_serve_cli_and_json_api(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_a_reflected_reply_is_refused_the_mac_is_bound_to_the_direction():
+    """issue 17.2, the server side: the server's own reply sent back to it never verifies."""
+    s = server()
+    s.datagram_received(*msg('HEARTBEAT', ('1',), 5))
+    reply = lfcp.encode('cam1', 'ACK', ('HEARTBEAT',), 5, K, lfcp.DOWN)
+    s.datagram_received(reply, DEV)
+    s.datagram_received(lfcp.encode('cam1', 'HEARTBEAT', (), 6, K, lfcp.DOWN), DEV)
+    assert s.rejected['bad_mac'] == 2 and s.devices['cam1'].heartbeats == 1
+
+
+def test_a_moal_is_answered_with_its_own_ack_even_with_commands_queued():
+    s = server()
+    c = s.queue('cam1', 'ENAL')
+    s.datagram_received(*msg('MOAL', ('esp32_cam_motion_detected', 0, 0, 0, 0, 77), 3))
+    assert replies(s)[-1][1:3] == ['ACK', 'MOAL'] and replies(s)[-1][7] == '77'
+    s.datagram_received(*msg('HEARTBEAT', seq=4))
+    assert replies(s)[-1][1] == 'ENAL' and replies(s)[-1][7] == str(c.id)
