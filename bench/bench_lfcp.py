@@ -7,6 +7,10 @@
      taking turns (real devices spread out, they do not all fire at once)
   2. the device's heap cost of the LFCP service on the MicroPython VM: modules (.py and .mpy),
      the running service, allocation per heartbeat exchange, per refused datagram
+  3. strangers never starve the servers: the LFCP service on the VM with two reference servers
+     while 1,000 spoofed loopback source addresses (127.0.2.0 and up) send 10 datagrams/s each
+     (junk and wrong-key commands) for FLOOD_S seconds: every server command must arrive, no
+     alarm may be lost, the servers stay reachable (test timers: heartbeat 1 s, unreachable 3 s)
 
 `python bench/bench_lfcp.py [--devices N] [--seconds S]`; main() prints the tables, never asserts.
 """
@@ -40,7 +44,7 @@ def server_throughput(devices, seconds):
     proc = subprocess.Popen(
         [sys.executable, os.path.join(ROOT, 'tools', 'peers', 'lfcp_server.py'), 'serve', '--quiet', '--host',
          '127.0.0.1', '--port', str(udp), '--api', '127.0.0.1:%d' % api],
-        env=dict(os.environ, LFCP_KEY=KEY), stdout=subprocess.PIPE, text=True)
+        env=dict(os.environ, LFCP_KEY=KEY, PYTHONPATH=ROOT), stdout=subprocess.PIPE, text=True)
     try:
         proc.stdout.readline()
         k = lfcp.Hmac(KEY)
@@ -106,6 +110,114 @@ def server_throughput(devices, seconds):
         proc.wait(10)
 
 
+FLOOD_SOURCES = 1000
+FLOOD_RATE = 10  # datagrams/s per source
+FLOOD_S = 10.0
+
+
+def flood(sources=FLOOD_SOURCES, rate=FLOOD_RATE, seconds=FLOOD_S):
+    """The device under a spoofed-source flood; returns the figures (never asserts)."""
+    from testkit.vm.lfcp_harness import Device, Servers, wait
+    servers = Servers()
+    a, b = servers.start(KEY), servers.start(KEY)
+    junk = []
+    with tempfile.TemporaryDirectory() as flash:
+        d = Device(flash, {'key': KEY, 'heartbeat_s': 1, 'unreachable_after_s': 3,
+                           'servers': ['127.0.0.1:%d' % a.port, '127.0.0.1:%d' % b.port]})
+        d.start()
+        try:
+            wait(lambda: d.status()['up'] is True, 15, 'both servers reachable')
+            for i in range(sources):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s.bind(('127.0.%d.%d' % (2 + i // 250, 1 + i % 250), 0))
+                s.setblocking(False)
+                junk.append(s)
+            bad = lfcp.Hmac('not-the-key-0123')
+            target = ('127.0.0.1', d.port)
+            payloads = [b'x', lfcp.encode('cam1', 'ENAL', (), int(time.time() * 1000), bad,
+                                          lfcp.DOWN)]
+            cmds, alarms, states = [], [], []
+            start = time.monotonic()
+            end = start + seconds
+            tick = 0.01
+            per_tick = int(sources * rate * tick)
+            i = sent = 0
+            next_event = start + 0.5
+            while time.monotonic() < end:
+                t = time.monotonic()
+                due = int((t - start) * sources * rate) - i  # keep the pace: catch up
+                for _ in range(min(due, 4 * per_tick)):
+                    try:
+                        junk[i % sources].sendto(payloads[i & 1], target)
+                        sent += 1
+                    except OSError:
+                        pass
+                    i += 1
+                if t >= next_event:  # a command to each server and an alarm, spread over the run
+                    next_event = t + seconds / 5
+                    for srv, typ in ((a, 'WCAM'), (b, 'SCAM')):
+                        cmds.append((srv, servers.call(srv.queue, 'cam1', typ).id, t))
+                    alarms.append(d.control('alarm esp32_cam_motion_detected'))
+                    states.append([x['state'] for x in d.status()['servers']])
+                if time.monotonic() - t < tick:
+                    time.sleep(tick / 2)
+            took = time.monotonic() - start
+            st = d.status()
+            states.append([x['state'] for x in st['servers']])
+
+            def settled():
+                return all(c['state'] == 'acked' for srv in (a, b)
+                           for c in servers.commands(srv, 'cam1'))
+            try:
+                wait(settled, 20, 'commands')
+                wait(lambda: d.status()['alarms_pending'] == 0, 60, 'alarms')
+            except AssertionError:
+                pass
+            after = d.status()
+            got = [servers.call(lambda srv=srv: set(x['id'] for x in srv.devices['cam1'].alarms))
+                   for srv in (a, b)]
+            acked = sum(1 for srv in (a, b) for c in servers.commands(srv, 'cam1')
+                        if c['state'] == 'acked')
+            return {'sources': sources, 'rate': rate, 'seconds': took, 'sent': sent,
+                    'received': st['stats']['received'], 'rate_refused': st['rejected']['rate'],
+                    'tracked': st['rate_sources_tracked'], 'commands': len(cmds),
+                    'commands_acked': acked, 'runs': len(d.runs('camera_on')) +
+                    len(d.runs('camera_off')), 'alarms': len(alarms),
+                    'alarms_at_a': len(got[0] & set(alarms)), 'alarms_at_b': len(got[1] & set(alarms)),
+                    'alarms_lost': after['alarms_unacknowledged'],
+                    'unreachable_samples': sum(1 for x in states for y in x if y != 'reachable'),
+                    'samples': sum(len(x) for x in states)}
+        finally:
+            for s in junk:
+                s.close()
+            d.stop()
+            servers.close()
+
+
+def print_flood(f):
+    print('LFCP device under a spoofed-source flood (VM, loopback, test timers: heartbeat 1 s)')
+    print('  %-46s %10s' % ('measure', 'value'))
+    for label, v in (
+            ('spoofed source addresses', f['sources']),
+            ('datagrams/s from each', f['rate']),
+            ('flood duration, s', '%.1f' % f['seconds']),
+            ('junk datagrams sent', f['sent']),
+            ('datagrams the device read (all sources)', f['received']),
+            ('refused by the rate limiter', f['rate_refused']),
+            ('stranger addresses tracked (bound: 16)', f['tracked']),
+            ('server commands queued during the flood', f['commands']),
+            ('... ACKed by the device', f['commands_acked']),
+            ('... run (each exactly once)', f['runs']),
+            ('alarms raised during the flood', f['alarms']),
+            ('... recorded at server A', f['alarms_at_a']),
+            ('... recorded at server B', f['alarms_at_b']),
+            ('... lost (deadline passed)', f['alarms_lost']),
+            ('server states sampled not reachable', '%d of %d' % (
+                f['unreachable_samples'], f['samples']))):
+        print('  %-46s %10s' % (label, v))
+    print()
+
+
 def device_heap(compiled):
     """Run tools/testkit/vm/lfcp_heap.py against two in-process reference servers."""
     loop = asyncio.new_event_loop()
@@ -136,8 +248,14 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--devices', type=int, default=1000)
     ap.add_argument('--seconds', type=float, default=5)
+    ap.add_argument('--flood-only', action='store_true', help='only the spoofed-source flood')
+    ap.add_argument('--flood-seconds', type=float, default=FLOOD_S)
     args = ap.parse_args(argv)
 
+    if os.path.exists(VM):
+        print_flood(flood(seconds=args.flood_seconds))
+    if args.flood_only:
+        return
     t = server_throughput(args.devices, args.seconds)
     need = args.devices / 17.0
     print('LFCP reference server (CPython %s, one process, loopback, authenticated)' %
@@ -161,8 +279,8 @@ def main(argv=None):
     print('LFCP device service heap on the MicroPython VM (bytes, gc.mem_alloc after collect)')
     print('  %-38s' % 'measure' + ''.join('%22s' % r[0] for r in rows))
     for key, label in (('core_modules', 'shared core modules (log, bus, ...)'),
-                       ('lfcp_modules', 'lfcp + management modules'),
-                       ('instance', 'Management instance, 2 servers'),
+                       ('lfcp_modules', 'lfcp modules (client, servers, alarms, limiter, codec)'),
+                       ('instance', 'LfcpClient instance, 2 servers'),
                        ('running', 'service running (socket, tasks)'),
                        ('after_5s_more', 'running, 5 s of heartbeats later'),
                        ('per_exchange', 'allocated per heartbeat exchange'),

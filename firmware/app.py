@@ -59,8 +59,8 @@ class App:
         self.running = False        # True once run() has spawned the tasks
         self.mgmt = None
         if cfg.lfcp.key or cfg.lfcp.legacy:
-            from firmware.lfcp.client import Management
-            self.mgmt = Management(cfg, log, bus, self.commands, bind=cfg.http.bind,
+            from firmware.lfcp.client import LfcpClient
+            self.mgmt = LfcpClient(cfg, log, bus, self.commands, bind=cfg.http.bind,
                                    beat=lambda: sup.beat('lfcp'))
             log.sinks.append(self.mgmt.log_sink)
             bus.on(ALARM, self._alarm_to_management)

@@ -6,6 +6,9 @@ for `detect_fps` frames; when somebody streams, those frames are taken from the 
 The armed state changes only by command or by auto-arm, and survives a reboot (alarm.json).
 Auto-arm: when every management server has been unreachable for `auto_arm_after_s` and the
 Internet answers, the alarm arms itself; with no Internet it does not, and says why.
+The owner's word stands: after an explicit disarm (admin, LFCP, Telegram) auto-arm holds off until
+the owner arms again, or, when `rearm_after_s` > 0, until management has been lost that long
+after the disarm; the hold is in the status, the log and alarm.json.
 """
 import asyncio
 import time
@@ -48,6 +51,9 @@ class Alarm:
         if self.state not in ('disarmed', 'armed', 'auto-armed'):
             self.state = 'disarmed'
         self.commanded = saved.get('commanded', 'disarmed')
+        self.held = saved.get('held') is True   # the owner disarmed: auto-arm holds off
+        self.held_at = time.ticks_ms()
+        self.hold_note = None
         self.events = []
         self.last_alarm = None
         self.alarms = 0
@@ -84,17 +90,49 @@ class Alarm:
 
     def _save(self):
         try:
-            store.save(STATE_FILE, {'state': self.state, 'commanded': self.commanded})
+            store.save(STATE_FILE, {'state': self.state, 'commanded': self.commanded,
+                                    'held': self.held})
         except OSError as e:
             self.log.error('alarm: cannot save state:', e)
 
     async def arm(self, args):
+        self._hold(False)
         self.set('armed', 'command')
         return 'alarm armed'
 
     async def disarm(self, args):
+        self._hold(True)
         self.set('disarmed', 'command')
         return 'alarm disarmed'
+
+    def _hold(self, on):
+        """The owner's disarm holds auto-arm off; arming (or rearm_after_s) ends the hold."""
+        self.held = on
+        self.held_at = time.ticks_ms()
+        self.hold_note = None
+        if on and self.auto:
+            self.log('alarm: owner disarmed: no auto-arm until armed again' + (
+                ' or management lost for %d s' % self.cfg.rearm_after_s
+                if self.cfg.rearm_after_s else ''))
+
+    def _held(self):
+        """True while the owner's disarm holds; says once when the hold stops an auto-arm."""
+        if not self.held:
+            return False
+        n = self.cfg.rearm_after_s
+        if n:
+            since = self.lost_since
+            if time.ticks_diff(self.held_at, since) > 0:
+                since = self.held_at
+            if time.ticks_diff(time.ticks_ms(), since) >= n * 1000:
+                self.held = False
+                self.log.warn('alarm: management lost for %d s since the owner disarmed:'
+                              ' auto-arm allowed again' % n)
+                return False
+        if self.hold_note is None:
+            self.hold_note = 'owner disarmed: not auto-arming'
+            self.log.warn('alarm:', self.hold_note)
+        return True
 
     async def test(self, args):
         try:
@@ -129,6 +167,8 @@ class Alarm:
             if not self.auto or self.lost_since is None or self.state != 'disarmed':
                 continue
             if time.ticks_diff(time.ticks_ms(), self.lost_since) < self.cfg.auto_arm_after_s * 1000:
+                continue
+            if self._held():
                 continue
             up = await self.internet() if self.internet else False
             if up:
@@ -227,6 +267,10 @@ class Alarm:
              'auto_arm': self.auto}
         if self.auto_note:
             s['auto_arm_note'] = self.auto_note
+        if self.held:
+            s['owner_hold'] = 'disarmed by the owner: no auto-arm until armed again' + (
+                ' or management lost for %d s' % self.cfg.rearm_after_s
+                if self.cfg.rearm_after_s else '')
         if self.lost_since is not None:
             s['management_lost_s'] = time.ticks_diff(time.ticks_ms(), self.lost_since) // 1000
         if self.error:

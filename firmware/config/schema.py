@@ -26,7 +26,13 @@ def _hostports(v):
     for s in v:
         if not isinstance(s, str) or s.count(':') != 1 or not s.split(':')[1].isdigit():
             return 'entries must be "host:port" strings, got %r' % (s,)
+        if not s.split(':')[0] or not 1 <= int(s.split(':')[1]) <= 65535:
+            return 'entries need a host and a port 1..65535, got %r' % (s,)
     return None
+
+
+def _hostport_or_off(v):
+    return None if v == '' else _hostports([v])
 
 
 def _aps(v):
@@ -103,8 +109,12 @@ SCHEMA = {
     'lfcp': {
         'servers': (list, [], _hostports),
         'port': (int, 8443, (1, 65535)),
-        'key': (str, '', None),
+        'key': (str, '', _min8),
         'legacy': (bool, False, None),
+        'reply_from': (str, 'host', ('exact', 'host', 'any')),
+        'strict_original': (bool, False, None),
+        'repeat_window_s': (int, 10, (0, 3600)),
+        'discovery': (str, '', _hostport_or_off),
         'heartbeat_s': (int, 17, (1, 3600)),
         'unreachable_after_s': (int, 60, (2, 86400)),
         'alarm_deadline_s': (int, 300, (1, 86400)),
@@ -119,6 +129,7 @@ SCHEMA = {
         'auto_arm': (bool, True, None),
         'auto_arm_after_s': (int, 120, (0, 86400)),
         'on_management_return': (str, 'stay', ('stay', 'restore')),
+        'rearm_after_s': (int, 0, (0, 604800)),
         'events_kept': (int, 20, (1, 200)),
     },
     'internet': {
@@ -175,6 +186,7 @@ SCHEMA = {
         'slice': (int, 4096, (512, 65536)),
         'reserve_mb': (int, 16, (0, 1000000)),
         'telegram': (bool, True, None),
+    },
     'update': {
         'key': (str, '', _min16),
         'confirm_s': (int, 120, (20, 3600)),

@@ -1,14 +1,17 @@
 """LFCP device service: heartbeats to the management servers, their commands, alarms, LOG lines.
 
 One UDP socket on lfcp.port. Each HEARTBEAT opens the NAT mapping the server's reply comes back
-through. An authenticated reply must carry the seq of a report this device sent and has not seen
-answered, so a reply replayed later is refused; the device's own seq survives reboots through a
-high-water mark reserved in blocks, so flash is written once per SEQ_BLOCK messages, not per
-packet. Messages whose seq answers nothing are direct commands from the LAN: their seq must be
-above everything the device ever sent and above the last direct seq accepted (kept in flash).
-Commands go through the command layer, in order, each id once. docs/protocol.md has the rules.
+through. An authenticated reply must carry the seq of a report this device sent that server and
+has not seen answered, so a reply replayed later is refused; the device's own seq survives
+reboots through a high-water mark reserved in blocks (flash written once per SEQ_BLOCK
+messages). Messages whose seq answers nothing are direct commands from the LAN: their seq must
+lie in a window above everything the device ever sent and the last direct seq accepted, and not
+far in the future. Every command runs once: once per id, and a plain command without id
+delivered again before the server saw its ACK is only ACKed again. docs/protocol.md has the rules.
+Seams: servers.py (one server), alarms.py (MOAL retransmission), limiter.py (rate limiting).
 """
 import asyncio
+import os
 import socket
 import time
 
@@ -17,73 +20,52 @@ from firmware.core.aio import readable
 from firmware.core.commands import CommandError
 from firmware.core.events import ARMED, MANAGEMENT, UPLINK
 from firmware.lfcp import codec as lfcp
+from firmware.lfcp.alarms import Alarms
+from firmware.lfcp.limiter import Limiter
+from firmware.lfcp.servers import Server
 
 STATE = 'lfcp.json'
 SEQ_BLOCK = 1000
-PENDING = 16  # unanswered reports remembered per server (a LOG burst must not push out a heartbeat)
-DONE = 4  # executed command ids remembered per origin
+DONE = 8  # executed command ids remembered per origin
 QUEUE = 4  # commands waiting for the worker
-ALARMS = 4  # alarms being retransmitted at once
-SOURCES = 16  # addresses the rate limiter tracks
 LOG_QUEUE = 8
 LOG_EVERY_MS = 2000  # LOG lines sent at most this often on average (burst LOG_QUEUE)
 TICK_MS = 250
 DSLP_DEFAULT_S = 60  # the original's TIME_TO_SLEEP
 EAGAIN = 11
+DAY_MS = 86400000
+YEAR_MS = 365 * DAY_MS
+MS_2100 = 4102444800000  # ms since 1970: the direct-seq ceiling while the clock is unknown
 
 # LFCP command -> command layer name; the original's LOG text is "<stem>_request_via_<source>"
 CMD = commands.by_lfcp()
 LOG_STEM = dict((c[commands.NAME], c[commands.LOG]) for c in commands.TABLE if c[commands.LOG])
-REJECTS = ('oversized', 'fields', 'malformed', 'bad_mac', 'name', 'unknown', 'replay', 'plain',
-           'unsolicited', 'rate')
+REJECTS = ('oversized', 'fields', 'malformed', 'bad_mac', 'name', 'unknown', 'replay', 'future',
+           'plain', 'unsolicited', 'source', 'rate')
 
 
-class Server:
-    """One management server: its address, the reports it still owes a reply, its liveness."""
+def _clock_ms():
+    """Milliseconds since 1970 when the clock has been set (NTP), else None."""
+    if time.gmtime()[0] < 2025:
+        return None
+    t = time.time()
+    if time.gmtime(0)[0] == 2000:  # the board's epoch
+        t += 946684800
+    return t * 1000
 
-    def __init__(self, spec):
-        host, port = spec.rsplit(':', 1)
-        self.spec = spec
-        self.host = host
-        self.port = int(port)
-        self.addr = None
-        self.resolved = 0
-        self.retry = 0
-        self.pending = [0] * PENDING
-        self.slot = 0
-        self.plain_wait = 0  # legacy: plain replies still owed
-        self.last = None  # ticks_ms of the last valid reply
-        self.state = 'unknown'
-        self.next_hb = 0
-        self.sent = 0
-        self.replies = 0
 
-    def expect(self, seq):
-        self.pending[self.slot] = seq
-        self.slot = (self.slot + 1) % PENDING
-
-    def claim(self, seq):
-        """True once for a seq this server owes a reply to."""
-        p = self.pending
-        for i in range(PENDING):
-            if p[i] == seq:
-                p[i] = 0
-                return True
+def _valid_token(t):
+    """A BotFather token's shape, <digits>:<20+ of A-Z a-z 0-9 - _> (as the Telegram bot checks)."""
+    bot, _, secret = t.partition(':')
+    if not bot.isdigit() or len(secret) < 20:
         return False
+    for c in secret:
+        if not (c.isalpha() or c.isdigit() or c in '-_'):
+            return False
+    return True
 
 
-class Alarm:
-    def __init__(self, aid, text, n, now):
-        self.id = aid
-        self.text = text
-        self.start = now
-        self.acked = [False] * n
-        self.seq = [0] * n
-        self.due = [now] * n
-        self.delay = [1000] * n
-
-
-class Management:
+class LfcpClient:
     def __init__(self, cfg, log, bus, commands, bind='0.0.0.0', state_path=STATE, beat=None):
         c = cfg.lfcp
         self.cfg = c
@@ -98,8 +80,13 @@ class Management:
         if c.key:
             log.secret(c.key)
         self.legacy = c.legacy
+        self.strict = c.strict_original
+        self.reply_from = c.reply_from
+        self.repeat_ms = c.repeat_window_s * 1000
         self.enabled = bool(c.key) or c.legacy
         self.servers = [Server(s) for s in c.servers]
+        self.limiter = Limiter(c.rate_limit, len(self.servers))
+        self.alarms = Alarms(log, self.servers, c.alarm_deadline_s, self._send)
         self.sock = None
         self.seq = 0
         self.reserved = 0
@@ -107,19 +94,18 @@ class Management:
         self.done = {}
         self.queue = []
         self.wake = asyncio.Event()
-        self.alarms = []
-        self.logq = []
+        self.logq = []  # [text, times, others]: a flood is coalesced into counts, not dropped
         self._log_tokens = LOG_QUEUE * LOG_EVERY_MS
         self._log_at = time.ticks_ms()
         self._in_sink = False
-        self._buckets = {}
+        self._discovery = None
         self.armed = False
         self.up = None
         self.uplink = None  # False while Wi-Fi has no upstream: heartbeats wait for it
         self.started = time.ticks_ms()
         self.rejected = dict((k, 0) for k in REJECTS)
         self.stats = {'sent': 0, 'received': 0, 'commands': 0, 'duplicates': 0,
-                      'send_errors': 0, 'errors': 0, 'logs_dropped': 0}
+                      'send_errors': 0, 'errors': 0, 'logs_coalesced': 0, 'logs_dropped': 0}
         bus.on(ARMED, self._on_armed)
         bus.on(UPLINK, self._on_uplink)
 
@@ -148,6 +134,8 @@ class Management:
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self.cfg.discovery:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
             s.bind(socket.getaddrinfo(self.bind, self.cfg.port)[0][-1])
             s.setblocking(False)
         except OSError:
@@ -161,22 +149,42 @@ class Management:
             self.sock = None
 
     def _load(self):
+        """lfcp.json; a broken one is moved aside and LFCP starts fresh, saying so."""
         try:
-            st = store.load(self.path, {}) or {}
+            st = store.load(self.path, {})
+            bad = _bad_state(st)
         except ValueError as e:
-            self.log.error('lfcp:', e)
+            st, bad = {}, str(e)
+        if bad:
+            try:
+                os.rename(self.path, self.path + '.bad')
+            except OSError:
+                pass
+            self.log.error('lfcp: %s is broken (%s): moved to %s.bad, starting from seq 0;'
+                           ' servers that knew this device must forget it' % (
+                               self.path, bad, self.path))
             st = {}
         self.seq = st.get('seq', 0)
         self.direct_hw = st.get('direct', 0)
+        now = _clock_ms()
+        if self.direct_hw > (now + DAY_MS if now else MS_2100):  # a mark no tool can pass
+            self.log.warn('lfcp: stored direct seq is in the far future: forgotten')
+            self.direct_hw = 0
         keep = [s.spec for s in self.servers] + ['direct']
         done = st.get('done', {})
         self.done = dict((k, done[k]) for k in done if k in keep)
+        plain = st.get('plain', {})
+        now = time.ticks_ms()
+        for srv in self.servers:  # not yet seen moved on: a re-delivery after a reboot is a repeat
+            srv.ran = [[k, now, False] for k in plain.get(srv.spec, ())]
         self._reserve()
 
     def _save(self):
         try:
             store.save(self.path, {'seq': self.reserved, 'direct': self.direct_hw,
-                                   'done': self.done})
+                                   'done': self.done,
+                                   'plain': dict((s.spec, [e[0] for e in s.ran])
+                                                 for s in self.servers if s.ran)})
         except OSError as e:
             if not self._in_sink:
                 self.log.error('lfcp: cannot save', self.path, e)
@@ -196,6 +204,7 @@ class Management:
     async def _tick(self):
         hb = self.cfg.heartbeat_s * 1000
         failing = False
+        next_disc = time.ticks_ms()
         while True:
             try:
                 now = time.ticks_ms()
@@ -206,8 +215,11 @@ class Management:
                     if s.addr is not None and time.ticks_diff(now, s.next_hb) >= 0:
                         s.next_hb = time.ticks_add(now, hb)
                         self._send(s, 'HEARTBEAT', (1 if self.armed else 0,))
+                if self.cfg.discovery and time.ticks_diff(now, next_disc) >= 0:
+                    next_disc = time.ticks_add(now, hb)
+                    self._announce()
                 self._liveness(now)
-                self._alarm_tick(now)
+                self.alarms.tick(now)
                 self._flush_logs()
                 failing = False
             except Exception as e:  # keep the heartbeats going; say it once
@@ -218,6 +230,18 @@ class Management:
             if self.beat:
                 self.beat()
             await asyncio.sleep_ms(TICK_MS)
+
+    def _announce(self):
+        """The original's discovery datagram: the bare device name, to lfcp.discovery."""
+        if self.uplink is False:
+            return
+        try:
+            if self._discovery is None:
+                host, port = self.cfg.discovery.rsplit(':', 1)
+                self._discovery = socket.getaddrinfo(host, int(port))[0][-1]
+            self.sock.sendto(self.name.encode(), self._discovery)
+        except OSError:
+            self.stats['send_errors'] += 1
 
     def _resolve(self, s, now):
         if s.retry and time.ticks_diff(now, s.retry) < 0:
@@ -276,89 +300,149 @@ class Management:
 
     def _handle(self, data, addr):
         self.stats['received'] += 1
-        if not self._allow(addr):
+        i = self._budget(addr)
+        if not (self.limiter.allow(addr) if i is None else self.limiter.allow_server(i)):
             self.rejected['rate'] += 1
             return
         try:
-            f, seq = lfcp.decode(data, self.key)
+            f, seq = lfcp.decode(data, self.key, lfcp.DOWN)
         except lfcp.LfcpError as e:
             self.rejected[e.kind] += 1
             if e.auth and e.seq is not None:
-                origin = self._origin(e.seq, addr)
-                if origin is not None:
-                    self._send(origin, 'ERR', (e.kind, e.fields[1], 0, 0, 0, e.fields[7]))
+                self._err(e.seq, addr, (e.kind, e.fields[1], 0, 0, 0, e.fields[7]))
             return
         if seq is None:
             return self._plain(f, addr)
-        origin = self._origin(seq, addr)
-        if origin is None:
-            return
-        if f[0] != self.name:
+        if f[0] != self.name:  # checked before the reply counts for anything
             self.rejected['name'] += 1
-            self._send(origin, 'ERR', ('wrong_name', f[1], 0, 0, 0, f[7]))
+            self._err(seq, addr, ('wrong_name', f[1], 0, 0, 0, f[7]))
             return
-        self._message(origin, f, True)
+        i = self._origin(seq, addr)
+        if i is None:
+            return
+        self._message(self.servers[i] if i >= 0 else addr, i, f, True)
 
-    def _origin(self, seq, addr):
-        """The server whose report seq answers, else addr for a fresh direct command, else None."""
+    def _budget(self, addr):
+        """Index of the configured server whose own rate budget addr uses, else None."""
         for i in range(len(self.servers)):
             s = self.servers[i]
-            if s.claim(seq):
+            if s.sends_from(addr, 'host' if self.reply_from == 'any' else self.reply_from):
+                return i
+        return None
+
+    def _err(self, seq, addr, params):
+        """ERR to a key holder whose datagram is refused: never counted as a reply."""
+        for s in self.servers:
+            if s.owes(seq) and s.sends_from(addr, self.reply_from):
+                return self._send(s, 'ERR', params)
+        if self._fresh_direct(seq):
+            self._send(addr, 'ERR', params)
+
+    def _origin(self, seq, addr):
+        """Server index whose report seq answers (and claim it), -1 for a fresh direct
+        command (its seq stored), else None."""
+        for i in range(len(self.servers)):
+            s = self.servers[i]
+            if s.owes(seq):
+                if not s.sends_from(addr, self.reply_from):
+                    self.rejected['source'] += 1
+                    return None
+                s.claim(seq)
                 self._heard(i, seq)
-                return s
-        if seq <= self.direct_hw or seq <= self.reserved:
-            self.rejected['replay'] += 1
+                return i
+        if not self._fresh_direct(seq, True):
             return None
         self.direct_hw = seq
-        return addr
+        return -1
+
+    def _fresh_direct(self, seq, count=False):
+        """A direct seq: above all the device sent and the last direct one, within the future
+        window (a day ahead of the clock; without a clock, a year above the last one)."""
+        if seq <= self.direct_hw or seq <= self.reserved:
+            if count:
+                self.rejected['replay'] += 1
+            return False
+        now = _clock_ms()
+        top = now + DAY_MS if now else self.direct_hw + YEAR_MS if self.direct_hw else MS_2100
+        if seq > top:
+            if count:
+                self.rejected['future'] += 1
+            return False
+        return True
 
     def _plain(self, f, addr):
         if not self.legacy:
             self.rejected['plain'] += 1
             return
+        if f[0] != self.name:  # another device's datagram proves nothing about our server
+            self.rejected['name'] += 1
+            return
+        i = self._plain_server(addr)
+        if i is None:
+            self.rejected['unsolicited'] += 1
+            return
+        self.servers[i].plain_wait -= 1
+        self._heard(i, None)
+        self._message(self.servers[i], i, f, False)
+
+    def _plain_server(self, addr):
+        """The server owed a plain reply that addr may speak for. A server's own address speaks
+        for that server only (a duplicate from B never counts as A's answer); another address
+        for the first server owed a reply that lfcp.reply_from lets it speak for."""
+        for i in range(len(self.servers)):
+            if self.servers[i].addr == addr:
+                return i if self.servers[i].plain_wait else None
         for i in range(len(self.servers)):
             s = self.servers[i]
-            if s.plain_wait and s.addr == addr:
-                s.plain_wait -= 1
-                self._heard(i, None)
-                if f[0] != self.name:
-                    self.rejected['name'] += 1
-                    return
-                return self._message(s, f, False)
-        self.rejected['unsolicited'] += 1
+            if s.plain_wait and s.sends_from(addr, self.reply_from):
+                return i
+        return None
 
     def _heard(self, i, seq):
         s = self.servers[i]
-        s.last = time.ticks_ms()
-        s.replies += 1
-        for a in self.alarms:
-            if a.seq[i] and (seq is None or a.seq[i] == seq):
-                a.acked[i] = True
+        s.heard(time.ticks_ms())
+        if seq is not None:
+            self.alarms.answered(i, seq)
         if s.state != 'reachable':
             self._liveness(s.last)
 
-    def _message(self, origin, f, auth):
+    def _message(self, origin, i, f, auth):
         typ = f[1]
+        srv = self.servers[i] if i >= 0 else None
         if typ == 'ACK':
+            if srv:
+                srv.plain_other()
+                if not auth and f[2] == 'MOAL':
+                    self.alarms.plain_ack(i, f[7])
             return
         if typ not in CMD:
             self.rejected['unknown'] += 1
+            if srv:
+                srv.plain_other()
             if auth:
                 self._send(origin, 'ERR', ('unknown_type', typ, 0, 0, 0, f[7]))
             return
         cid = f[7]
-        who = origin.spec if isinstance(origin, Server) else 'direct'
-        if cid != '0' and self._seen(who, cid):
+        now = time.ticks_ms()
+        if cid != '0':
+            who = srv.spec if srv else 'direct'
+            repeat = cid in self.done.get(who, ())
+        else:
+            who = None
+            repeat = srv is not None and srv.plain_repeat(','.join(f[1:7]), self.repeat_ms, now)
+        if repeat:
             self.stats['duplicates'] += 1
             self._send(origin, 'ACK', (typ, 0, 0, 0, 0, cid))
             return
         args, err = self._args(typ, f, auth)
         self._send(origin, 'ACK', (typ, 0, 0, 0, 0, cid))
-        if cid != '0':
+        if who:
             ids = self.done.setdefault(who, [])
             ids.append(cid)
             if len(ids) > DONE:
                 ids.pop(0)
+        elif srv:
+            srv.plain_ran(','.join(f[1:7]), now)
         if err is None and len(self.queue) >= QUEUE:
             err = 'busy'
         if err:
@@ -368,16 +452,13 @@ class Management:
         self.queue.append((origin, typ, cid, args))
         self.wake.set()
 
-    def _seen(self, who, cid):
-        return cid in self.done.get(who, ())
-
     def _args(self, typ, f, auth):
         """Command parameters as command-layer arguments, or an ERR reason."""
         if typ == 'TLGC':
             if not auth:
                 return None, 'auth_required'
             token, chat = f[2], f[3]
-            if token == '0' or ':' not in token:
+            if not _valid_token(token):
                 return None, 'bad_token'  # not a token: masking it would garble every log line
             self.log.secret(token)
             try:
@@ -392,33 +473,6 @@ class Management:
                 return None, 'bad_parameter'
             return ({'seconds': int(v)} if typ == 'DSLP' else {'port': int(v)}), None
         return {}, None
-
-    def _allow(self, addr):
-        """Token bucket per source address: rate_limit datagrams/s, burst rate_limit."""
-        now = time.ticks_ms()
-        rate = self.cfg.rate_limit
-        cap = rate * 1000
-        b = self._buckets.get(addr)
-        if b is None:
-            if len(self._buckets) >= SOURCES:
-                for k in list(self._buckets):
-                    if time.ticks_diff(now, self._buckets[k][1]) > 1000:
-                        del self._buckets[k]
-            if len(self._buckets) >= SOURCES:
-                addr = None  # too many talkers: the newcomers share one bucket
-                b = self._buckets.get(None)
-            if b is None:
-                b = self._buckets[addr] = [cap, now]
-        d = time.ticks_diff(now, b[1])
-        t = b[0] + (d if d < 1000 else 1000) * rate
-        if t > cap:
-            t = cap
-        b[1] = now
-        if t < 1000:
-            b[0] = t
-            return False
-        b[0] = t - 1000
-        return True
 
     # --- sending ----------------------------------------------------------------------------
 
@@ -435,8 +489,10 @@ class Management:
             # id): a send error, never an exception that ends the caller's task
             if self.key is not None and not (srv and self.legacy):
                 seq = self._next_seq()
-                data = lfcp.encode(self.name, typ, params, seq, self.key)
+                data = lfcp.encode(self.name, typ, params, seq, self.key, lfcp.UP)
             else:
+                if self.strict:
+                    params = _original(typ, params)
                 data = lfcp.encode(self.name, typ, params)
             self.sock.sendto(data, addr)
         except (OSError, ValueError):
@@ -448,7 +504,7 @@ class Management:
             if typ != 'ACK':
                 if seq:
                     srv.expect(seq)
-                elif srv.plain_wait < PENDING:
+                elif srv.plain_wait < 16:
                     srv.plain_wait += 1
         return seq or 1
 
@@ -480,39 +536,11 @@ class Management:
     # --- alarms -----------------------------------------------------------------------------
 
     def alarm(self, text='esp32_cam_motion_detected'):
-        """Send MOAL to every server; retransmit with backoff until each answers or
+        """Send MOAL to every server; retransmit with backoff until each acknowledges it or
         lfcp.alarm_deadline_s passes. Returns the alarm id (None when LFCP is off)."""
         if not self.enabled or not self.servers:
             return None
-        now = time.ticks_ms()
-        a = Alarm(self._next_seq(), lfcp.clean(text), len(self.servers), now)
-        self.alarms.append(a)
-        if len(self.alarms) > ALARMS:
-            old = self.alarms.pop(0)
-            self.log.warn('lfcp: alarm', old.id, 'dropped: too many alarms pending')
-        self._alarm_tick(now)
-        return a.id
-
-    def _alarm_tick(self, now):
-        deadline = self.cfg.alarm_deadline_s * 1000
-        for a in list(self.alarms):
-            if False not in a.acked:
-                self.alarms.remove(a)
-                self.log('lfcp: alarm', a.id, 'acknowledged')
-                continue
-            if time.ticks_diff(now, a.start) >= deadline:
-                self.alarms.remove(a)
-                lost = [self.servers[i].spec for i in range(len(a.acked)) if not a.acked[i]]
-                self.log.warn('lfcp: alarm', a.id, 'not acknowledged by', ' '.join(lost))
-                continue
-            for i in range(len(a.acked)):
-                if a.acked[i] or time.ticks_diff(now, a.due[i]) < 0:
-                    continue
-                seq = self._send(self.servers[i], 'MOAL', (a.text, 0, 0, 0, 0, a.id))
-                if seq:
-                    a.seq[i] = seq
-                a.due[i] = time.ticks_add(now, a.delay[i])
-                a.delay[i] = min(a.delay[i] * 2, 30000)
+        return self.alarms.add(self._next_seq(), lfcp.clean(text), time.ticks_ms()).id
 
     # --- LOG lines --------------------------------------------------------------------------
 
@@ -523,21 +551,41 @@ class Management:
         p = line.split(' ')
         if len(p) == 4 and p[0] == 'command' and p[2] == 'from':
             if p[1] == 'sleep':
-                text = 'device_going_to_deep_sleep'
-            else:
-                text = LOG_STEM.get(p[1], p[1]) + '_request_via_' + p[3]
+                return  # said when the sleep really starts: a refused sleep is no sleep
+            self.report(LOG_STEM.get(p[1], p[1]) + '_request_via_' + p[3], True)
+        elif p[0] == 'deepsleep:':
+            self.report('device_going_to_deep_sleep', True)
         elif level in ('W', 'E'):
-            text = level + '_' + line
-        else:
-            return
-        self.report(text)
+            self.report(level + '_' + line)
 
-    def report(self, text):
-        """Queue one LOG text for every server (e.g. 'CAMERA_MOTION_DETECTED')."""
-        if len(self.logq) >= LOG_QUEUE:
-            self.logq.pop(0)
-            self.stats['logs_dropped'] += 1
-        self.logq.append(lfcp.clean(text))
+    def report(self, text, owner=False):
+        """Queue one LOG text for every server. Under a flood lines are coalesced, never lost
+        without a trace: a repeat counts on its queued twin (`_x3`), a routine line joins the
+        newest routine entry (`_+5_more`), and an owner's action displaces routine lines."""
+        text = lfcp.clean(text)
+        q = self.logq
+        for e in q:
+            if e[0] == text:
+                e[1] += 1
+                self.stats['logs_coalesced'] += 1
+                return self._flush_logs()
+        if len(q) >= LOG_QUEUE:
+            r = [k for k in range(len(q)) if not q[k][3]]
+            if not r:  # only owner actions queued: they stay
+                self.stats['logs_dropped'] += 1
+                if not owner:
+                    return self._flush_logs()
+                q.pop(0)
+            elif not owner:
+                q[r[-1]][2] += 1
+                self.stats['logs_coalesced'] += 1
+                return self._flush_logs()
+            else:
+                gone = q.pop(r[-1])
+                self.stats['logs_coalesced'] += 1
+                if len(r) > 1:
+                    q[r[-2]][2] += gone[1] + gone[2]
+        q.append([text, 1, 0, owner])
         self._flush_logs()
 
     def _flush_logs(self):
@@ -551,7 +599,10 @@ class Management:
             self._log_tokens = min(self._log_tokens + d, LOG_QUEUE * LOG_EVERY_MS)
             while self.logq and self._log_tokens >= LOG_EVERY_MS:
                 self._log_tokens -= LOG_EVERY_MS
-                text = self.logq.pop(0)
+                text, times, others, _ = self.logq.pop(0)
+                tail = ('_x%d' % times if times > 1 else '') + (
+                    '_+%d_more' % others if others else '')
+                text = text[:lfcp.MAX_FIELD - len(tail)] + tail
                 for s in self.servers:
                     self._send(s, 'LOG', (text,))
         finally:
@@ -565,6 +616,7 @@ class Management:
         self.uplink = up
         if up:
             now = time.ticks_ms()
+            self._discovery = None
             for s in self.servers:
                 s.addr = None
                 s.retry = 0
@@ -583,5 +635,41 @@ class Management:
                 'sent': s.sent, 'replies': s.replies})
         return {'enabled': self.enabled, 'mode': 'legacy' if self.legacy else 'auth',
                 'port': self.cfg.port, 'up': self.up, 'servers': servers,
-                'alarms_pending': len(self.alarms), 'queued': len(self.queue),
+                'reply_from': self.reply_from, 'strict_original': self.strict,
+                'alarms_pending': len(self.alarms.pending),
+                'alarms_acknowledged': self.alarms.acknowledged,
+                'alarms_unacknowledged': self.alarms.lost, 'queued': len(self.queue),
+                'rate_sources_tracked': len(self.limiter.sources),
                 'rejected': dict(self.rejected), 'stats': dict(self.stats)}
+
+
+def _original(typ, params):
+    """lfcp.strict_original: the fields the original leaves 0 stay 0 (HEARTBEAT's armed flag,
+    ACK's type and id, ERR's type and id, MOAL's id)."""
+    if typ in ('HEARTBEAT', 'ACK'):
+        return ()
+    if typ in ('ERR', 'MOAL', 'LOG'):
+        return params[:1]
+    return params
+
+
+def _bad_state(st):
+    """Why a loaded lfcp.json cannot be used, or None."""
+    if not isinstance(st, dict):
+        return 'not an object'
+    for k in ('seq', 'direct'):
+        v = st.get(k, 0)
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 10 ** 19:
+            return '%s: not a seq' % k
+    for name in ('done', 'plain'):
+        d = st.get(name, {})
+        if not isinstance(d, dict):
+            return name + ': not an object'
+        for k in d:
+            ids = d[k]
+            if not isinstance(ids, list) or len(ids) > DONE:
+                return name + ': bad list'
+            for x in ids:
+                if not isinstance(x, str) or len(x) > lfcp.MAX_PLAIN:
+                    return name + ': bad entry'
+    return None

@@ -3,7 +3,9 @@
     plain:  name,TYPE,p2,p3,p4,p5,p6,p7            at most 128 bytes
     auth:   name,TYPE,p2,p3,p4,p5,p6,p7,seq,mac    at most 224 bytes
 
-mac is the lowercase hex HMAC-SHA256 of everything before ",mac" under the shared key. The
+mac is the lowercase hex HMAC-SHA256 under the shared key of the direction tag (UP "lfcp-up|" for
+device -> server, DOWN "lfcp-down|" for server -> device) followed by everything before ",mac":
+a datagram reflected back to its sender never verifies, and field 0 names the device. The
 plain part keeps the original limits, so a plain peer's parser never sees a longer field list
 than it would in legacy mode. Runs unchanged on MicroPython and CPython; docs/protocol.md is
 the specification.
@@ -22,6 +24,8 @@ MAX_PLAIN = 128
 MAX_AUTH = 224
 MAX_FIELD = 64
 MAX_SEQ_DIGITS = 19
+UP = b'lfcp-up|'  # device -> server (reports, ACK/ERR/STAT of commands)
+DOWN = b'lfcp-down|'  # server or LAN tool -> device (commands, ACKs)
 
 # Server -> device: commands (and the ACK that answers a device message).
 COMMANDS = tuple(c[LFCP] for c in TABLE if c[LFCP])
@@ -54,18 +58,19 @@ class Hmac:
         self._i = bytes(b ^ 0x36 for b in key)
         self._o = bytes(b ^ 0x5C for b in key)
 
-    def hexdigest(self, msg):
+    def hexdigest(self, msg, way=UP):
         if _hmac:
-            return _hmac.new(self._key, msg, 'sha256').hexdigest().encode()
+            return _hmac.new(self._key, way + msg, 'sha256').hexdigest().encode()
         h = hashlib.sha256(self._i)
+        h.update(way)
         h.update(msg)
         inner = h.digest()
         h = hashlib.sha256(self._o)
         h.update(inner)
         return binascii.hexlify(h.digest())
 
-    def check(self, msg, mac):
-        return _same(self.hexdigest(msg), mac)
+    def check(self, msg, mac, way=UP):
+        return _same(self.hexdigest(msg, way), mac)
 
 
 def _same(a, b):
@@ -94,8 +99,8 @@ def clean(value):
     return s if s else '0'
 
 
-def encode(name, typ, params=(), seq=None, key=None):
-    """One datagram as bytes. Plain when key is None, else with seq and mac appended."""
+def encode(name, typ, params=(), seq=None, key=None, way=UP):
+    """One datagram as bytes. Plain when key is None, else with seq and mac (bound to way)."""
     f = [name, typ]
     for p in params:
         f.append(clean(p))
@@ -109,7 +114,7 @@ def encode(name, typ, params=(), seq=None, key=None):
     if key is None:
         return body.encode()
     body = ('%s,%d' % (body, seq)).encode()
-    return body + b',' + key.hexdigest(body)
+    return body + b',' + key.hexdigest(body, way)
 
 
 def _printable(data):
@@ -119,8 +124,8 @@ def _printable(data):
     return True
 
 
-def decode(data, key=None):
-    """Parse one datagram; return (fields, seq). seq is None for a plain message.
+def decode(data, key=None, way=UP):
+    """Parse one datagram sent in direction way; return (fields, seq), seq None when plain.
 
     Raises LfcpError('oversized' | 'malformed' | 'fields' | 'bad_mac'). Checks framing and the
     MAC only: the device name, the type and the freshness of seq are the caller's business.
@@ -140,7 +145,7 @@ def decode(data, key=None):
         seq = None
     elif len(f) == 10:
         cut = n - len(f[9]) - 1
-        if key is None or not key.check(data[:cut], f[9].encode()):
+        if key is None or not key.check(data[:cut], f[9].encode(), way):
             raise LfcpError('bad_mac')
         s = f[8]
         if not s or len(s) > MAX_SEQ_DIGITS or not s.isdigit():

@@ -111,7 +111,7 @@ def test_a_bad_tlgc_token_is_not_masked_in_every_later_line(target):
     dev, fz, servers, srv = target
     cid = str(fz.seqs.fresh())
     fz.udp.sendto(bf.lfcp.encode(bf.NAME, 'TLGC', (bf.NAME, '42', 0, 0, 0, cid), fz.seqs.fresh(),
-                                 fz.key), ('127.0.0.1', fz.lfcp_port))
+                                 fz.key, bf.lfcp.DOWN), ('127.0.0.1', fz.lfcp_port))
     wait(lambda: fz.drain() or fz.answers.get('ERR-bad_token'), 10, 'ERR bad_token')
     stat = fz.direct_stat()
     assert stat and stat.startswith(bf.NAME + ':'), stat

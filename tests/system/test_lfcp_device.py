@@ -168,16 +168,16 @@ def test_bad_messages_are_refused_counted_and_answered_only_when_authenticated(
     d = device({'servers': [addr(a)]})
     wait(lambda: beats(servers, a) >= 1, 10, 'heartbeat')
     k = lfcp.Hmac(KEY)
-    big = 10 ** 15  # a fresh direct seq
-    good = lfcp.encode('cam1', 'ENAL', (), big, k)
+    big = int(time.time() * 1000)  # a fresh direct seq: milliseconds since 1970
+    good = lfcp.encode('cam1', 'ENAL', (), big, k, lfcp.DOWN)
     cases = {
         'bad_mac': good[:-1] + (b'0' if good[-1:] != b'0' else b'1'),
-        'name': lfcp.encode('cam9', 'ENAL', (), big + 1, lfcp.Hmac(KEY)),
+        'name': lfcp.encode('cam9', 'ENAL', (), big + 1, lfcp.Hmac(KEY), lfcp.DOWN),
         'malformed': b'cam1,ENAL,\x01,0,0,0,0,0',
         'oversized': b'cam1,ENAL,' + b'x' * 300,
         'fields': b'cam1,ENAL,0,0',
         'plain': b'cam1,ENAL,0,0,0,0,0,0',
-        'unknown': lfcp.encode('cam1', 'FOO', (), big + 2, k),
+        'unknown': lfcp.encode('cam1', 'FOO', (), big + 2, k, lfcp.DOWN),
     }
     answers = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     answers.bind(('127.0.0.1', 0))
@@ -357,7 +357,7 @@ def test_a_reply_too_long_for_lfcp_does_not_stop_the_commands(servers, device):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         seq = int(time.time() * 1000)
-        s.sendto(lfcp.encode(name, 'ENAL', ['0'] * 5 + ['i' * 60], seq, lfcp.Hmac(KEY)),
+        s.sendto(lfcp.encode(name, 'ENAL', ['0'] * 5 + ['i' * 60], seq, lfcp.Hmac(KEY), lfcp.DOWN),
                  ('127.0.0.1', d.port))
         wait(lambda: d.runs('arm'), 10, 'the ENAL to run (and fail)')
     finally:

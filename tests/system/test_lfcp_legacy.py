@@ -75,7 +75,7 @@ def test_legacy_with_a_key_still_takes_authenticated_direct_commands(run):
     peer, d = run({'legacy': True, 'key': KEY})
     wait(lambda: peer.got('HEARTBEAT'), 10, 'plain heartbeat')
     got = lfcp_server.direct('127.0.0.1:%d' % d.port, 'cam1', KEY, 'TLGC',
-                             ['123456:AAbbCCddEEff', '42'])
+                             ['123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw', '42'])
     assert [f[1] for f in got] == ['ACK'] and len(d.runs('telegram_set')) == 1
     got = lfcp_server.direct('127.0.0.1:%d' % d.port, 'cam1', '', 'ENAL', [], 0.5, 1)
     assert got == [] and not d.runs('arm')  # plain and unsolicited: refused

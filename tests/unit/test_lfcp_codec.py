@@ -24,8 +24,9 @@ def pure(monkeypatch):
 def test_own_hmac_matches_the_standard_library(pure):
     for k in KEYS:
         for m in MSGS:
-            want = hmac.new(k, m, hashlib.sha256).hexdigest().encode()
-            assert lfcp.Hmac(k).hexdigest(m) == want
+            for way in (lfcp.UP, lfcp.DOWN):  # the direction tag leads the MAC'd bytes
+                want = hmac.new(k, way + m, hashlib.sha256).hexdigest().encode()
+                assert lfcp.Hmac(k).hexdigest(m, way) == want
 
 
 @pytest.mark.skipif(not os.path.exists(MP), reason='no MicroPython VM: run make setup')
@@ -36,7 +37,7 @@ def test_micropython_computes_the_same_macs():
     out = subprocess.run([MP, '-c', script], env=dict(os.environ, MICROPYPATH='.frozen:' + REPO),
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
-    want = [hmac.new(k, m, hashlib.sha256).hexdigest() for k in KEYS for m in MSGS]
+    want = [hmac.new(k, lfcp.UP + m, hashlib.sha256).hexdigest() for k in KEYS for m in MSGS]
     assert json.loads(out.stdout) == want
 
 
@@ -119,7 +120,7 @@ def test_protocol_document_examples_verify():
     text = open(os.path.join(REPO, 'docs', 'protocol.md')).read()
     k = lfcp.Hmac('correct horse battery staple')
     lines = [ln.strip() for ln in text.splitlines()]
-    examples = [ln[3:] for ln in lines if ln[:3] in ('D> ', 'S> ', 'L> ') and ln.count(',') == 9]
+    examples = [ln for ln in lines if ln[:3] in ('D> ', 'S> ', 'L> ') and ln.count(',') == 9]
     assert len(examples) >= 6
     for ex in examples:
-        lfcp.decode(ex.encode(), k)
+        lfcp.decode(ex[3:].encode(), k, lfcp.UP if ex[0] == 'D' else lfcp.DOWN)

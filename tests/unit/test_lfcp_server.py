@@ -20,7 +20,7 @@ class Wire:
         self.sent = []
 
     def sendto(self, data, addr):
-        self.sent.append((lfcp.decode(data, K)[0] if data.count(b',') == 9
+        self.sent.append((lfcp.decode(data, K, lfcp.DOWN)[0] if data.count(b',') == 9
                           else data.decode().split(','), addr))
 
 
@@ -140,7 +140,7 @@ def test_serve_cli_and_json_api(tmp_path):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.settimeout(5)
         s.sendto(lfcp.encode('cam1', 'HEARTBEAT', ('0',), 1, K), ('127.0.0.1', udp))
-        f, seq = lfcp.decode(s.recvfrom(512)[0], K)
+        f, seq = lfcp.decode(s.recvfrom(512)[0], K, lfcp.DOWN)
         assert f[1:3] == ['DSLP', '600'] and f[7] == str(cid) and seq == 1
         s.sendto(lfcp.encode('cam1', 'ACK', ('DSLP', 0, 0, 0, 0, cid), 2, K), ('127.0.0.1', udp))
         s.close()
@@ -155,3 +155,22 @@ def test_serve_cli_and_json_api(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_a_reflected_reply_is_refused_the_mac_is_bound_to_the_direction():
+    """issue 17.2, the server side: the server's own reply sent back to it never verifies."""
+    s = server()
+    s.datagram_received(*msg('HEARTBEAT', ('1',), 5))
+    reply = lfcp.encode('cam1', 'ACK', ('HEARTBEAT',), 5, K, lfcp.DOWN)
+    s.datagram_received(reply, DEV)
+    s.datagram_received(lfcp.encode('cam1', 'HEARTBEAT', (), 6, K, lfcp.DOWN), DEV)
+    assert s.rejected['bad_mac'] == 2 and s.devices['cam1'].heartbeats == 1
+
+
+def test_a_moal_is_answered_with_its_own_ack_even_with_commands_queued():
+    s = server()
+    c = s.queue('cam1', 'ENAL')
+    s.datagram_received(*msg('MOAL', ('esp32_cam_motion_detected', 0, 0, 0, 0, 77), 3))
+    assert replies(s)[-1][1:3] == ['ACK', 'MOAL'] and replies(s)[-1][7] == '77'
+    s.datagram_received(*msg('HEARTBEAT', seq=4))
+    assert replies(s)[-1][1] == 'ENAL' and replies(s)[-1][7] == str(c.id)

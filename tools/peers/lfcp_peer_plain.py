@@ -1,8 +1,8 @@
 """A plain LFCP management server written only from ../shared/reference/lfcp.md.
 
 It knows nothing of sequence numbers or MACs: the 8-field CSV, at most 128 bytes, unused fields
-`0`; it answers every device message except ACK with ACK or with the next command from its
-list; it prints one JSON line per event, so a test (or a person) can follow the exchange.
+`0`; it answers every device message except ACK with `ACK,<type answered>` (p7 = the id the
+message carried, so an alarm is acknowledged by its id) or with the next command from its list; it prints one JSON line per event, so a test (or a person) can follow the exchange.
 
     python tools/peers/lfcp_peer_plain.py --port 8443 --command ENAL --command TLGC/123:abc/42
 """
@@ -71,8 +71,8 @@ def main(argv=None):
             cmd = todo.pop(0)
             s.sendto(build(name, cmd[0], cmd[1:]), addr)
             emit(event='sent', device=name, type=cmd[0])
-        else:
-            s.sendto(build(name, 'ACK'), addr)
+        else:  # ACK naming what it answers (docs/protocol.md 3): a MOAL by its alarm id
+            s.sendto(build(name, 'ACK', [typ, '0', '0', '0', '0', fields[7]]), addr)
     return 0
 
 

@@ -178,7 +178,7 @@ class LfcpServer(asyncio.DatagramProtocol):
         for fn in self.observers:
             fn(dev, typ, f)
         if typ != 'ACK':
-            self._reply(dev, typ, seq)
+            self._reply(dev, typ, seq, f)
 
     def _on_HEARTBEAT(self, dev, f):
         dev.heartbeats += 1
@@ -223,8 +223,12 @@ class LfcpServer(asyncio.DatagramProtocol):
         if c is not None:
             c.answer = f[2]
 
-    def _reply(self, dev, typ, seq):
-        """ACK, or the oldest queued command: at most max_tries deliveries, then it expires."""
+    def _reply(self, dev, typ, seq, f):
+        """ACK, or the oldest queued command: at most max_tries deliveries, then it expires.
+        A MOAL is always answered with ACK,MOAL naming its id: that alarm is acknowledged (a
+        command in its place would leave a plain device unsure which message got through)."""
+        if typ == 'MOAL':
+            return self._send(dev, 'ACK', (typ, 0, 0, 0, 0, f[7]), seq)
         while dev.queue and dev.queue[0].tries >= self.max_tries:
             c = dev.queue.popleft()
             c.state = 'expired'
@@ -240,7 +244,7 @@ class LfcpServer(asyncio.DatagramProtocol):
 
     def _send(self, dev, typ, params, seq):
         key = self.key if seq is not None else None
-        self.transport.sendto(lfcp.encode(dev.name, typ, params, seq, key), dev.addr)
+        self.transport.sendto(lfcp.encode(dev.name, typ, params, seq, key, lfcp.DOWN), dev.addr)
         self.replies += 1
 
     def _allow(self, addr):
@@ -428,7 +432,7 @@ def direct(target, name, key, typ, params, timeout=2.0, tries=3):
     try:
         for _ in range(tries):
             seq += 1  # a fresh seq per try, the same id: the device runs it once
-            s.sendto(lfcp.encode(name, typ, fields, seq if hmac else None, hmac), addr)
+            s.sendto(lfcp.encode(name, typ, fields, seq if hmac else None, hmac, lfcp.DOWN), addr)
             end = time.monotonic() + timeout
             while time.monotonic() < end:
                 try:

@@ -39,7 +39,7 @@ REJECTS = ('oversized', 'fields', 'malformed', 'bad_mac', 'name', 'unknown', 're
 # --- LFCP inputs --------------------------------------------------------------------------------
 
 def _mac(key, body):
-    return key.hexdigest(body)
+    return key.hexdigest(body, lfcp.DOWN)
 
 
 class Seqs:
@@ -99,7 +99,7 @@ def lfcp_strategy(seqs, key):
     def mutated(draw):
         """A correct datagram, then broken one way."""
         typ = draw(st.sampled_from(SAFE_CMDS + ('RST', 'DSLP')))
-        good = lfcp.encode(NAME, typ, (), seqs.fresh(), key)
+        good = lfcp.encode(NAME, typ, (), seqs.fresh(), key, lfcp.DOWN)
         how = draw(st.sampled_from(('truncate', 'flip_mac', 'pad', 'comma', 'byte', 'nomac',
                                     'plain_cut')))
         if how == 'truncate':
@@ -128,13 +128,13 @@ def lfcp_strategy(seqs, key):
 
 def corpus(seqs, key):
     """One datagram aimed at each reject counter, sent before the generated ones."""
-    good = lfcp.encode(NAME, 'ENAL', (), seqs.fresh(), key)
+    good = lfcp.encode(NAME, 'ENAL', (), seqs.fresh(), key, lfcp.DOWN)
     flip = good[:-1] + (b'0' if good[-1:] != b'0' else b'1')
     return [('oversized', b'x' * 300), ('fields', b'a,b,c'),
             ('malformed', NAME.encode() + b',ENAL,\x01,0,0,0,0,0'), ('bad_mac', flip),
-            ('name', lfcp.encode('other', 'ENAL', (), seqs.fresh(), key)),
-            ('unknown', lfcp.encode(NAME, 'FOO', (), seqs.fresh(), key)),
-            ('replay', lfcp.encode(NAME, 'STAT', (), 5, key)),
+            ('name', lfcp.encode('other', 'ENAL', (), seqs.fresh(), key, lfcp.DOWN)),
+            ('unknown', lfcp.encode(NAME, 'FOO', (), seqs.fresh(), key, lfcp.DOWN)),
+            ('replay', lfcp.encode(NAME, 'STAT', (), 5, key, lfcp.DOWN)),
             ('plain', NAME.encode() + b',ENAL,0,0,0,0,0,0')]
 
 
@@ -432,7 +432,7 @@ class Fuzzer:
             self.drain()
             cid = str(self.seqs.fresh())
             self.udp.sendto(lfcp.encode(NAME, 'STAT', ('0',) * 5 + (cid,), self.seqs.fresh(),
-                                        self.key), (self.host, self.lfcp_port))
+                                        self.key, lfcp.DOWN), (self.host, self.lfcp_port))
             end = time.monotonic() + 3
             while time.monotonic() < end:
                 try:

@@ -15,7 +15,7 @@ from firmware.config import schema as config
 from firmware.core.commands import CommandError, Commands
 from firmware.core.events import Bus
 from firmware.core.log import Log
-from firmware.lfcp.client import Management
+from firmware.lfcp.client import LfcpClient
 
 FAIL = (os.getenv('LFCP_FAIL') or '').split(',')
 
@@ -25,7 +25,7 @@ def main():
     log = Log()
     bus = Bus(log)
     cmds = Commands(log)
-    mgmt = Management(cfg, log, bus, cmds, bind='127.0.0.1')
+    mgmt = LfcpClient(cfg, log, bus, cmds, bind='127.0.0.1')
     log.sinks.append(mgmt.log_sink)
     bus.on('management', lambda up: print('EVENT management', up))
     state = {'armed': False}

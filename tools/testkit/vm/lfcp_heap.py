@@ -38,7 +38,7 @@ bus = events.Bus(lg)
 cmds = commands.Commands(lg)
 gc.collect()
 m_pre = gc.mem_alloc()
-m = management.Management(cfg, lg, bus, cmds, bind='127.0.0.1')
+m = management.LfcpClient(cfg, lg, bus, cmds, bind='127.0.0.1')
 lg.sinks.append(m.log_sink)
 gc.collect()
 m_inst = gc.mem_alloc()
@@ -60,12 +60,12 @@ async def main():
 
     n = 50
     s = m.servers[0]
-    replies = [lfcp.encode('cam1', 'ACK', ('HEARTBEAT',), m.seq + 1 + i, m.key) for i in range(n)]
-    junk = [lfcp.encode('cam1', 'ENAL', (), 10 ** 12 + i, lfcp.Hmac('wrong')) for i in range(n)]
+    replies = [lfcp.encode('cam1', 'ACK', ('HEARTBEAT',), m.seq + 1 + i, m.key, lfcp.DOWN) for i in range(n)]
+    junk = [lfcp.encode('cam1', 'ENAL', (), 10 ** 12 + i, lfcp.Hmac('wrong'), lfcp.DOWN) for i in range(n)]
     other = b'\x02\x00\x01\x02\x7f\x00\x00\x01' + bytes(8)  # a sockaddr nobody else uses
     heard = s.replies
     limit = cfg.lfcp.rate_limit
-    cfg.lfcp.rate_limit = 10000  # the rate limiter must not get in the way here
+    m.limiter.__init__(10000, len(m.servers))  # the rate limiter must not get in the way here
     gc.collect()
     gc.disable()
     a0 = gc.mem_alloc()
@@ -76,7 +76,7 @@ async def main():
     for i in range(n):
         m._handle(junk[i], s.addr)  # bad MAC
     a2 = gc.mem_alloc()
-    cfg.lfcp.rate_limit = limit
+    m.limiter.__init__(limit, len(m.servers))
     for i in range(limit):
         m._handle(junk[0], other)  # use up the bucket of `other`
     a3 = gc.mem_alloc()

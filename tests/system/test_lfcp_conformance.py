@@ -1,0 +1,169 @@
+"""LFCP conformance: the device (the LFCP service on the VM, tools/testkit/vm/lfcp_driver.py) in
+legacy mode against plain servers written here from docs/protocol.md alone, deliberately naive:
+each answers every device message except ACK with its oldest un-ACKed command, else with
+`ACK,<type answered>` (p7 = the id the message carried); an ACK naming the head command's type
+takes it off the queue; a MOAL is recorded once per alarm id.
+
+Kinds: naive (answers at once), late (every answer 0.3..0.7 s late), reordering (answers held
+and sent in shuffled batches), lossy (seeded random drop both ways and duplicated answers).
+Every run has two servers at once, of kinds chosen by the seed, with every command type split
+between them, two alarms, and a reboot or deep sleep last (the device is started again, and a
+re-delivery after it must not run). Counted: each command ran exactly once (TLGC never: plain),
+each alarm recorded exactly once at each server and acknowledged by it."""
+import random
+import socket
+import threading
+import time
+
+import pytest
+from testkit.vm.lfcp_harness import Device, wait
+
+pytestmark = pytest.mark.timeout(120)
+
+KINDS = ('naive', 'late', 'reordering', 'lossy')
+RUNS = {'ENAL': 'arm', 'DSAL': 'disarm', 'TLGS': 'photo', 'WCAM': 'camera_on',
+        'SCAM': 'camera_off', 'STAT': 'status', 'UPOP': 'open', 'UPCL': 'close',
+        'TLGC': 'telegram_set', 'RST': 'reboot', 'DSLP': 'sleep'}
+
+
+def build(name, typ, params=()):
+    f = [name, typ] + [str(p) for p in params]
+    return ','.join(f + ['0'] * (8 - len(f))).encode()
+
+
+def parse(data):
+    f = data.decode('ascii', 'replace').split(',')
+    return f if len(f) == 8 and len(data) <= 128 else None
+
+
+class PlainServer:
+    def __init__(self, kind, rng, commands):
+        self.kind = kind
+        self.rng = rng
+        self.queue = [c.split('/') for c in commands]
+        self.acked = []
+        self.alarms = {}  # alarm id -> MOAL datagrams received
+        self.held = []
+        self.trace = []  # (time, '<' received | '>' sent, datagram): shown when a run fails
+        self.lock = threading.Lock()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(('127.0.0.1', 0))
+        self.sock.settimeout(0.05)
+        self.port = self.sock.getsockname()[1]
+        self.running = True
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _lost(self):
+        return self.kind == 'lossy' and self.rng.random() < 0.25
+
+    def _run(self):
+        while self.running:
+            try:
+                data, addr = self.sock.recvfrom(512)
+            except socket.timeout:
+                self._flush()
+                continue
+            except OSError:
+                return
+            f = parse(data)
+            self.trace.append((round(time.monotonic() % 1000, 3), '<', data))
+            if f is None or self._lost():
+                continue
+            with self.lock:
+                answer = self._on(f)
+            if answer:
+                self._answer(answer, addr)
+            self._flush()
+
+    def _on(self, f):
+        name, typ = f[0], f[1]
+        if typ == 'ACK':
+            if self.queue and f[2] == self.queue[0][0]:
+                self.acked.append(self.queue.pop(0)[0])
+            return None
+        if typ == 'MOAL':
+            self.alarms[f[7]] = self.alarms.get(f[7], 0) + 1
+        if self.queue:
+            return build(name, self.queue[0][0], self.queue[0][1:])
+        return build(name, 'ACK', (typ, 0, 0, 0, 0, f[7]))
+
+    def _answer(self, data, addr):
+        if self._lost():
+            return
+        n = 2 if self.kind == 'lossy' and self.rng.random() < 0.25 else 1
+        now = time.monotonic()
+        for _ in range(n):
+            if self.kind == 'late':
+                self.held.append((now + 0.3 + 0.4 * self.rng.random(), data, addr))
+            elif self.kind == 'reordering':
+                self.held.append((now + 0.3, data, addr))
+            else:
+                self._out(data, addr)
+
+    def _out(self, data, addr):
+        self.trace.append((round(time.monotonic() % 1000, 3), '>', data))
+        self.sock.sendto(data, addr)
+
+    def _flush(self):
+        now = time.monotonic()
+        due = [h for h in self.held if h[0] <= now]
+        if not due:
+            return
+        self.held = [h for h in self.held if h[0] > now]
+        if self.kind == 'reordering':
+            self.rng.shuffle(due)
+        for _, data, addr in due:
+            self._out(data, addr)
+
+    def done(self):
+        with self.lock:
+            return not self.queue
+
+    def close(self):
+        self.running = False
+        self.sock.close()
+
+
+@pytest.mark.parametrize('seed', range(20))
+def test_every_command_runs_once_and_every_alarm_arrives_once(seed, tmp_path):
+    rng = random.Random(seed)
+    down = 'RST' if seed % 2 else 'DSLP/5'
+    a = PlainServer(KINDS[seed % 4], random.Random(seed * 2 + 1),
+                    ['ENAL', 'TLGS', 'WCAM', 'STAT', 'UPOP'])
+    b = PlainServer(KINDS[(seed // 4 + seed + 1) % 4], random.Random(seed * 2 + 2),
+                    ['DSAL', 'SCAM', 'UPCL', 'TLGC/123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw/42'])
+    d = Device(tmp_path, {'legacy': True, 'key': '', 'heartbeat_s': 1, 'unreachable_after_s': 5,
+                          'alarm_deadline_s': 600,
+                          'servers': ['127.0.0.1:%d' % a.port, '127.0.0.1:%d' % b.port]})
+    lines = []
+    try:
+        d.start()
+        time.sleep(rng.random() / 2)
+        ids = [d.control('alarm esp32_cam_motion_detected')]
+        wait(lambda: a.done() and b.done(), 40, 'every command ACKed')
+        wait(lambda: d.status()['alarms_pending'] == 0, 40, 'the first alarm acknowledged')
+        with a.lock:
+            a.queue.append(down.split('/'))
+        wait(lambda: d.exited() is not None, 30, 'the reboot or deep sleep')
+        wait(lambda: [ln for ln in d.lines if ln.startswith('DOWN ')], 5, 'its last line read')
+        lines += d.lines
+        d.start()  # the board comes back; a re-delivered RST/DSLP must only be ACKed
+        wait(lambda: a.done(), 30, 'the %s ACKed' % down)
+        ids.append(d.control('alarm esp32_cam_motion_detected'))
+        wait(lambda: d.status()['alarms_pending'] == 0, 40, 'the second alarm acknowledged')
+        lines += d.lines
+        runs = dict((n, sum(1 for ln in lines if ln.startswith('RUN %s ' % n)))
+                    for n in RUNS.values())
+        want = dict((n, 0 if n == 'telegram_set' else 1) for n in RUNS.values())
+        want['reboot' if down == 'RST' else 'sleep'] = 1
+        want['sleep' if down == 'RST' else 'reboot'] = 0
+        assert runs == want, (a.kind, b.kind, runs, a.trace, b.trace)
+        assert sorted(a.acked + b.acked) == sorted(c.split('/')[0] for c in (
+            'ENAL', 'TLGS', 'WCAM', 'STAT', 'UPOP', down, 'DSAL', 'SCAM', 'UPCL', 'TLGC'))
+        for s in (a, b):  # each alarm recorded once per id, at each server
+            assert sorted(s.alarms) == sorted(ids), (s.kind, s.alarms, ids)
+        assert d.status()['alarms_acknowledged'] == 1
+    finally:
+        d.stop()
+        a.close()
+        b.close()
