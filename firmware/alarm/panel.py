@@ -37,16 +37,8 @@ class Alarm:
         self.bus = bus
         self.internet = internet            # async fn() -> bool, the Internet probe
         self.auto = cfg.auto_arm and management_configured
-        try:
-            saved = store.load(STATE_FILE, {}) or {}
-        except ValueError as e:             # a corrupt file: start disarmed, and say so
-            log.error('alarm:', e)
-            saved = {}
-        if not isinstance(saved, dict):
-            saved = {}
+        saved = self._load()
         self.state = saved.get('state', 'disarmed')
-        if self.state not in ('disarmed', 'armed', 'auto-armed'):
-            self.state = 'disarmed'
         self.commanded = saved.get('commanded', 'disarmed')
         self.events = []
         self.last_alarm = None
@@ -64,6 +56,26 @@ class Alarm:
         bus.on(INTERNET, self._internet)
 
     # --- state ------------------------------------------------------------------------------
+    def _load(self):
+        """The saved state; a broken file is moved aside (alarm.json.bad) and the alarm starts
+        fresh, disarmed, with a log line that says why: never a crash, never a dead alarm."""
+        try:
+            saved = store.load(STATE_FILE, {})
+            why = None
+            if not isinstance(saved, dict):
+                why = 'must be a JSON object'
+            elif saved.get('state', 'disarmed') not in ('disarmed', 'armed', 'auto-armed'):
+                why = 'unknown state %r' % (saved.get('state'),)
+            elif saved.get('commanded', 'disarmed') not in ('disarmed', 'armed'):
+                why = 'unknown commanded state %r' % (saved.get('commanded'),)
+        except ValueError as e:            # store names the file already
+            why = str(e)[len(STATE_FILE) + 2:]
+        if why is None:
+            return saved
+        bad = store.set_aside(STATE_FILE)
+        self.log.error('alarm: %s: %s; moved to %s, starting disarmed' % (STATE_FILE, why, bad))
+        return {}
+
     def armed(self):
         return self.state != 'disarmed'
 
@@ -76,7 +88,7 @@ class Alarm:
             return
         self.state = state
         self._save()
-        self.log('alarm', state, '(%s)' % why)
+        self.log.note('alarm', state, '(%s)' % why)
         self.bus.emit(ARMED, state, why)
         if self.detector:
             self.detector.reset()
@@ -147,7 +159,7 @@ class Alarm:
         self.events.append(ev.info())
         if len(self.events) > self.cfg.events_kept:
             self.events.pop(0)
-        self.log.warn('ALARM', ev.reason, 'score %d' % ev.score)
+        self.log.note('ALARM', ev.reason, 'score %d' % ev.score, level='W')
         self.bus.emit(ALARM, ev)
 
     async def run(self):
