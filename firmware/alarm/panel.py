@@ -51,6 +51,9 @@ class Alarm:
         self._armed_ev = asyncio.Event()
         self.detector = None
         self.extractor = None
+        self.grid = None                    # the detector's own grid (alarm/grid.py)
+        self.cells = None                   # what the detector is fed: extractor or grid
+        self.fresh = True                   # the detector may be rebuilt for a new frame size
         bus.on(CAMERA, self._camera)
         bus.on(MANAGEMENT, self._management)
         bus.on(INTERNET, self._internet)
@@ -92,6 +95,7 @@ class Alarm:
         self.bus.emit(ARMED, state, why)
         if self.detector:
             self.detector.reset()
+        self.fresh = True
         self._armed_ev.set()
 
     def _save(self):
@@ -120,6 +124,7 @@ class Alarm:
     def _camera(self, state):
         if state == 'on' and self.detector:
             self.detector.reset()           # never alarm on the first frames after a restart
+            self.fresh = True
 
     def _management(self, up):
         if up:
@@ -190,9 +195,8 @@ class Alarm:
                 self.log.warn('alarm:', self.error, '- retry in %d s' % NO_MEMORY_RETRY_S)
                 await asyncio.sleep(NO_MEMORY_RETRY_S)
                 continue
-            w8 = self.extractor.w8
-            h8 = self.extractor.h8
-            self.score = d.feed(self.extractor.luma, w8, h8)
+            c = self.cells                  # the extractor, or the detector's own grid
+            self.score = d.feed(c.luma, c.w8, c.h8)
             self.frames += 1
             if d.triggered and self.armed():
                 now = time.ticks_ms()
@@ -225,6 +229,21 @@ class Alarm:
         else:
             x.from_gray(frame, w, h)       # a GRAYSCALE camera, same detector
         d = self.detector
+        if d is not None and (d.w8 != x.w8 or d.h8 != x.h8) and not self.fresh:
+            # The frame size changed while armed: a new detector would spend frames learning,
+            # so keep watching on this one's grid (alarm/grid.py), whoever changed the size.
+            g = self.grid
+            if g is None or g.w8 != d.w8 or g.h8 != d.h8:
+                from firmware.alarm.grid import Grid
+                self.grid = g = None
+                self.grid = g = Grid(d.w8, d.h8)
+            if self.cells is not g:
+                self.log.warn('alarm: frame size now %dx%d, detection stays at %dx%d'
+                              % (w, h, d.w8 * 8, d.h8 * 8))
+            self.cells = g.fit(x)
+            return d
+        self.fresh = False
+        self.cells = x
         if d is None or d.w8 != x.w8 or d.h8 != x.h8:
             from firmware.alarm.detector import Detector
             self.detector = d = None

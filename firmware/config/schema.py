@@ -332,10 +332,20 @@ def parse(text):
     return Config(data)
 
 
+MAX_FILE = 32768    # bytes: read whole into a heap of ~100 KB, so bounded before reading
+
+
 def load(path='config.json'):
+    import os
     try:
-        with open(path) as f:
-            text = f.read()
+        size = os.stat(path)[6]
     except OSError:
         raise ConfigError('config: %s not found; copy config.example.json and edit it' % path)
-    return parse(text)
+    if size > MAX_FILE:
+        raise ConfigError('config: %s is %d bytes, at most %d' % (path, size, MAX_FILE))
+    with open(path) as f:
+        text = f.read()
+    try:
+        return parse(text)
+    except MemoryError:
+        raise ConfigError('config: %s: too large to parse in this heap' % path)
