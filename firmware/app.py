@@ -17,8 +17,9 @@ from firmware.net.internet import Internet
 from firmware.net.wifi import Wifi
 from firmware.version import VERSION
 from firmware.web.admin import AdminServer
-from firmware.web.common import Listener, quiet
+from firmware.web.common import Listener, allow_origins, quiet
 from firmware.web.control import ControlServer
+from firmware.web.access import ControlGate
 from firmware.web.stream import StreamServer
 
 
@@ -84,9 +85,12 @@ class App:
             self.card.mount()
             bus.on(ALARM, self._alarm_clip)
         self.stream = StreamServer(self.cam, cfg.http, log, guard=self._guard)
-        self.control = ControlServer(self.cam, cfg.http, log, guard=self._guard)
+        allow_origins(cfg.http.cors_origins)
         self.admin = AdminServer(cfg.admin, self.commands, self.status, log,
                                  mount=self._admin_routes)
+        self.gate = ControlGate(cfg.control.open, self.alarm.armed,
+                                self.admin.login if cfg.admin.password else None, log)
+        self.control = ControlServer(self.cam, cfg.http, log, guard=self._guard, gate=self.gate)
         log.secret(cfg.update.key)
         self.update = {}
         self.trial = None
@@ -252,7 +256,7 @@ class App:
         async def sleep(args):
             try:
                 seconds = int(args.get('seconds', 0))
-            except (ValueError, TypeError):
+            except (ValueError, TypeError, OverflowError):   # "abc", null, 1.5e400 (inf)
                 raise BadArgs('seconds must be an integer')
             if not 1 <= seconds <= 86400 * 7:
                 raise BadArgs('seconds must be 1..604800')
@@ -332,7 +336,10 @@ class App:
             'tasks': self.sup.status(),
             'supervisor': self.sup.report(),
             'admin_denied': self.admin.denied,
+            'login': self.admin.login.status(),
+            'control_refused': self.gate.refused,
             'log': [l[2] for l in self.log.tail(20)],
+            'evidence': [[l[0], l[2]] for l in self.log.evidence],
         }
 
     # --- run ------------------------------------------------------------------------------

@@ -40,16 +40,8 @@ class Alarm:
         self.bus = bus
         self.internet = internet            # async fn() -> bool, the Internet probe
         self.auto = cfg.auto_arm and management_configured
-        try:
-            saved = store.load(STATE_FILE, {}) or {}
-        except ValueError as e:             # a corrupt file: start disarmed, and say so
-            log.error('alarm:', e)
-            saved = {}
-        if not isinstance(saved, dict):
-            saved = {}
+        saved = self._load()
         self.state = saved.get('state', 'disarmed')
-        if self.state not in ('disarmed', 'armed', 'auto-armed'):
-            self.state = 'disarmed'
         self.commanded = saved.get('commanded', 'disarmed')
         self.held = saved.get('held') is True   # the owner disarmed: auto-arm holds off
         self.held_at = time.ticks_ms()
@@ -65,11 +57,34 @@ class Alarm:
         self._armed_ev = asyncio.Event()
         self.detector = None
         self.extractor = None
+        self.grid = None                    # the detector's own grid (alarm/grid.py)
+        self.cells = None                   # what the detector is fed: extractor or grid
+        self.fresh = True                   # the detector may be rebuilt for a new frame size
         bus.on(CAMERA, self._camera)
         bus.on(MANAGEMENT, self._management)
         bus.on(INTERNET, self._internet)
 
     # --- state ------------------------------------------------------------------------------
+    def _load(self):
+        """The saved state; a broken file is moved aside (alarm.json.bad) and the alarm starts
+        fresh, disarmed, with a log line that says why: never a crash, never a dead alarm."""
+        try:
+            saved = store.load(STATE_FILE, {})
+            why = None
+            if not isinstance(saved, dict):
+                why = 'must be a JSON object'
+            elif saved.get('state', 'disarmed') not in ('disarmed', 'armed', 'auto-armed'):
+                why = 'unknown state %r' % (saved.get('state'),)
+            elif saved.get('commanded', 'disarmed') not in ('disarmed', 'armed'):
+                why = 'unknown commanded state %r' % (saved.get('commanded'),)
+        except ValueError as e:            # store names the file already
+            why = str(e)[len(STATE_FILE) + 2:]
+        if why is None:
+            return saved
+        bad = store.set_aside(STATE_FILE)
+        self.log.error('alarm: %s: %s; moved to %s, starting disarmed' % (STATE_FILE, why, bad))
+        return {}
+
     def armed(self):
         return self.state != 'disarmed'
 
@@ -82,10 +97,11 @@ class Alarm:
             return
         self.state = state
         self._save()
-        self.log('alarm', state, '(%s)' % why)
+        self.log.note('alarm', state, '(%s)' % why)
         self.bus.emit(ARMED, state, why)
         if self.detector:
             self.detector.reset()
+        self.fresh = True
         self._armed_ev.set()
 
     def _save(self):
@@ -146,6 +162,7 @@ class Alarm:
     def _camera(self, state):
         if state == 'on' and self.detector:
             self.detector.reset()           # never alarm on the first frames after a restart
+            self.fresh = True
 
     def _management(self, up):
         if up:
@@ -187,7 +204,7 @@ class Alarm:
         self.events.append(ev.info())
         if len(self.events) > self.cfg.events_kept:
             self.events.pop(0)
-        self.log.warn('ALARM', ev.reason, 'score %d' % ev.score)
+        self.log.note('ALARM', ev.reason, 'score %d' % ev.score, level='W')
         self.bus.emit(ALARM, ev)
 
     async def run(self):
@@ -218,9 +235,8 @@ class Alarm:
                 self.log.warn('alarm:', self.error, '- retry in %d s' % NO_MEMORY_RETRY_S)
                 await asyncio.sleep(NO_MEMORY_RETRY_S)
                 continue
-            w8 = self.extractor.w8
-            h8 = self.extractor.h8
-            self.score = d.feed(self.extractor.luma, w8, h8)
+            c = self.cells                  # the extractor, or the detector's own grid
+            self.score = d.feed(c.luma, c.w8, c.h8)
             self.frames += 1
             if d.triggered and self.armed():
                 now = time.ticks_ms()
@@ -253,6 +269,21 @@ class Alarm:
         else:
             x.from_gray(frame, w, h)       # a GRAYSCALE camera, same detector
         d = self.detector
+        if d is not None and (d.w8 != x.w8 or d.h8 != x.h8) and not self.fresh:
+            # The frame size changed while armed: a new detector would spend frames learning,
+            # so keep watching on this one's grid (alarm/grid.py), whoever changed the size.
+            g = self.grid
+            if g is None or g.w8 != d.w8 or g.h8 != d.h8:
+                from firmware.alarm.grid import Grid
+                self.grid = g = None
+                self.grid = g = Grid(d.w8, d.h8)
+            if self.cells is not g:
+                self.log.warn('alarm: frame size now %dx%d, detection stays at %dx%d'
+                              % (w, h, d.w8 * 8, d.h8 * 8))
+            self.cells = g.fit(x)
+            return d
+        self.fresh = False
+        self.cells = x
         if d is None or d.w8 != x.w8 or d.h8 != x.h8:
             from firmware.alarm.detector import Detector
             self.detector = d = None

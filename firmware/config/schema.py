@@ -14,8 +14,37 @@ from firmware.config.section import Section
 # a callable returning an error text or None, or None.
 
 
+# The /control variables of CameraWebServer (control.open names some of them).
+CONTROL_VARS = ('framesize', 'quality', 'brightness', 'contrast', 'saturation', 'sharpness',
+        'special_effect', 'wb_mode', 'vflip', 'hmirror', 'awb', 'awb_gain', 'aec', 'aec2',
+        'ae_level', 'aec_value', 'agc', 'agc_gain', 'gainceiling', 'bpc', 'wpc', 'raw_gma',
+        'lenc', 'dcw', 'colorbar', 'led_intensity')
+MAX_STR = 256       # no text in the config is longer (a 200 KB string would fill the heap)
+MAX_LIST = 16       # entries of a list, unless its check says otherwise
+MAX_MASK = 2048     # alarm.mask cells (a 200k-entry list would not fit in the heap)
+MAX_CELLS = 200 * 150   # thumbnail cells of the largest frame (UXGA at 1/8 scale)
+MIN_SECRET = 8
+
+
 def _min8(v):
-    return None if v == '' or len(v) >= 8 else 'must be empty (off) or at least 8 characters'
+    if v == '' or len(v) >= MIN_SECRET:
+        return None
+    return 'must be empty (off) or at least %d characters' % MIN_SECRET
+
+
+def _wpa(v):
+    """A WPA2 passphrase: 8..63 characters, or empty for an open network."""
+    if v == '' or MIN_SECRET <= len(v) <= 63:
+        return None
+    return 'must be empty (open network) or 8..63 characters'
+
+
+def _ssid(v):
+    return None if 1 <= len(v) <= 32 else 'must be 1..32 characters'
+
+
+def _port(p):
+    return p.isdigit() and 1 <= int(p) <= 65535
 
 
 def _min16(v):
@@ -23,11 +52,12 @@ def _min16(v):
 
 
 def _hostports(v):
+    if len(v) > MAX_LIST:
+        return 'at most %d entries' % MAX_LIST
     for s in v:
-        if not isinstance(s, str) or s.count(':') != 1 or not s.split(':')[1].isdigit():
-            return 'entries must be "host:port" strings, got %r' % (s,)
-        if not s.split(':')[0] or not 1 <= int(s.split(':')[1]) <= 65535:
-            return 'entries need a host and a port 1..65535, got %r' % (s,)
+        if not isinstance(s, str) or s.count(':') != 1 or not s.split(':')[0] \
+                or not _port(s.split(':')[1]) or len(s) > 128:
+            return 'entries must be "host:port" strings with a port 1..65535, got %r' % (s,)
     return None
 
 
@@ -35,13 +65,65 @@ def _hostport_or_off(v):
     return None if v == '' else _hostports([v])
 
 
+def _ipv4(v):
+    parts = v.split('.')
+    if len(parts) == 4:
+        for p in parts:
+            if not (p.isdigit() and len(p) <= 3 and int(p) <= 255):
+                break
+        else:
+            return None
+    return 'must be an IPv4 address such as 0.0.0.0 (every interface), got %r' % (v[:40],)
+
+
 def _aps(v):
+    if len(v) > MAX_LIST:
+        return 'at most %d access points' % MAX_LIST
     for ap in v:
         if not isinstance(ap, dict) or not isinstance(ap.get('ssid'), str) or not ap['ssid']:
             return 'entries must be {"ssid": ..., "password": ...}'
         for k in ap:
             if k not in ('ssid', 'password'):
                 return 'unknown key %r in an access point' % k
+        if _ssid(ap['ssid']):
+            return 'ssid %r: must be 1..32 characters' % ap['ssid'][:40]
+        pw = ap.get('password', '')
+        if not isinstance(pw, str) or _wpa(pw):
+            return 'password of %r: must be empty (open network) or 8..63 characters' % ap['ssid']
+    return None
+
+
+def _user(v):
+    if not 1 <= len(v) <= 32 or ':' in v:
+        return 'must be 1..32 characters without ":"'
+    return None
+
+
+def _mask(v):
+    if len(v) > MAX_MASK:
+        return 'at most %d cells, got %d' % (MAX_MASK, len(v))
+    for x in v:
+        if not isinstance(x, int) or isinstance(x, bool) or not 0 <= x < MAX_CELLS:
+            return 'entries must be cell numbers 0..%d, got %r' % (MAX_CELLS - 1, x)
+    return None
+
+
+def _origins(v):
+    if len(v) > MAX_LIST:
+        return 'at most %d origins' % MAX_LIST
+    for o in v:
+        if not isinstance(o, str) or not (o.startswith('http://') or o.startswith('https://')) \
+                or o.count('/') != 2 or len(o) > 128:
+            return 'entries must be origins such as "http://nvr.lan:8000", got %r' % (o,)
+    return None
+
+
+def _control_vars(v):
+    if len(v) > len(CONTROL_VARS):
+        return 'too many entries'
+    for x in v:
+        if x not in CONTROL_VARS:
+            return 'unknown /control variable %r' % (x,)
     return None
 
 
@@ -59,6 +141,8 @@ def _ident(v):
 
 
 def _ints(v):
+    if len(v) > MAX_LIST:
+        return 'at most %d entries' % MAX_LIST
     for x in v:
         if not isinstance(x, int) or isinstance(x, bool):
             return 'entries must be integers, got %r' % (x,)
@@ -70,8 +154,8 @@ SCHEMA = {
         'name': (str, 'esp32cam', _name),
     },
     'wifi': {
-        'ap_ssid': (str, 'esp32cam-alarm', None),
-        'ap_password': (str, '', _min8),
+        'ap_ssid': (str, 'esp32cam-alarm', _ssid),
+        'ap_password': (str, '', _wpa),
         'ap_channel': (int, 6, (1, 13)),
         'upstream': (list, [], _aps),
         'connect_timeout_s': (int, 15, (1, 300)),
@@ -95,15 +179,23 @@ SCHEMA = {
         'reboot_after_failures': (int, 20, (0, 10000)),
     },
     'http': {
-        'bind': (str, '0.0.0.0', None),
+        'bind': (str, '0.0.0.0', _ipv4),
         'control_port': (int, 80, (1, 65535)),
         'stream_port': (int, 81, (1, 65535)),
         'admin_port': (int, 8080, (1, 65535)),
         'max_viewers': (int, 8, (1, 32)),
         'backlog': (int, 16, (1, 64)),
+        'cors_origins': (list, [], _origins),
+        'request_timeout_s': (int, 5, (1, 60)),
+        'max_connections': (int, 12, (2, 64)),
+        'per_client': (int, 4, (1, 64)),
+        'admin_reserve': (int, 2, (1, 16)),
+    },
+    'control': {
+        'open': (list, [], _control_vars),
     },
     'admin': {
-        'user': (str, 'admin', None),
+        'user': (str, 'admin', _user),
         'password': (str, '', _min8),
     },
     'lfcp': {
@@ -125,7 +217,7 @@ SCHEMA = {
         'detect_fps': (int, 5, (1, 25)),
         'min_frames': (int, 2, (1, 50)),
         'event_gap_s': (int, 30, (0, 86400)),
-        'mask': (list, [], _ints),
+        'mask': (list, [], _mask),
         'auto_arm': (bool, True, None),
         'auto_arm_after_s': (int, 120, (0, 86400)),
         'on_management_return': (str, 'stay', ('stay', 'restore')),
@@ -215,6 +307,8 @@ def Config(data):
 
 def _check_value(path, spec, value):
     typ, _, check = spec
+    if typ is str and isinstance(value, str) and len(value) > MAX_STR:
+        return '%s: at most %d characters, got %d' % (path, MAX_STR, len(value))
     if typ is int and (not isinstance(value, int) or isinstance(value, bool)):
         return '%s: must be an integer, got %r' % (path, value)
     if typ is not int and type(value) is not typ:
@@ -287,10 +381,20 @@ def parse(text):
     return Config(data)
 
 
+MAX_FILE = 32768    # bytes: read whole into a heap of ~100 KB, so bounded before reading
+
+
 def load(path='config.json'):
+    import os
     try:
-        with open(path) as f:
-            text = f.read()
+        size = os.stat(path)[6]
     except OSError:
         raise ConfigError('config: %s not found; copy config.example.json and edit it' % path)
-    return parse(text)
+    if size > MAX_FILE:
+        raise ConfigError('config: %s is %d bytes, at most %d' % (path, size, MAX_FILE))
+    with open(path) as f:
+        text = f.read()
+    try:
+        return parse(text)
+    except MemoryError:
+        raise ConfigError('config: %s: too large to parse in this heap' % path)

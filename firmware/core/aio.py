@@ -64,3 +64,13 @@ def large_bodies(app, paths, limit):
         return await dispatch(req)
 
     app.dispatch_request = dispatch_request
+
+
+def host_of(addr):
+    """The client's IP address as text, from a peer address as the port's socket gives it: a
+    (host, port) tuple on the ESP32, a raw sockaddr_in on the unix port."""
+    if isinstance(addr, tuple):
+        return addr[0]
+    if addr and len(addr) >= 8 and addr[0] == 2:    # AF_INET: port in bytes 2-3, host in 4-7
+        return '%d.%d.%d.%d' % (addr[4], addr[5], addr[6], addr[7])
+    return '?'

@@ -81,7 +81,7 @@ class Commands:
         handler = self._handlers.get(name)
         if handler is None:
             raise CommandError('unknown command: ' + name)
-        self._log('command', name, 'from', source)
+        self._log.note('command', name, 'from', source)
         try:
             return await handler(args or {})
         except CommandError as e:

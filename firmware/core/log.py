@@ -1,4 +1,8 @@
-"""Console log with a ring buffer for the admin page.
+"""Console log with a ring buffer for the admin page, and a second ring for the evidence.
+
+Owner actions (commands) and alarms are also kept in `evidence`, a ring of their own that nothing
+else writes to: a flood of garbage requests or failing peers can push them out of the main ring,
+never out of this one.
 
 Secrets (tokens, keys, passwords) are registered once and masked in every line before it is
 printed, kept or handed to a sink (LFCP LOG lines), so no later call site can leak them.
@@ -7,9 +11,11 @@ import time
 
 
 class Log:
-    def __init__(self, lines=50):
+    def __init__(self, lines=50, evidence=20):
         self.max = lines
         self.lines = []
+        self.evidence = []
+        self.evidence_max = evidence
         self.sinks = []
         self._secrets = []
 
@@ -34,6 +40,14 @@ class Log:
 
     def error(self, *parts):
         self.write('E', parts)
+
+    def note(self, *parts, level='I'):
+        """An owner action or an alarm: logged as usual and kept in the evidence ring."""
+        self.write(level, parts)
+        line = self.lines[-1]
+        self.evidence.append(line)
+        if len(self.evidence) > self.evidence_max:
+            self.evidence.pop(0)
 
     def write(self, level, parts):
         line = self.redact(' '.join(str(p) for p in parts))

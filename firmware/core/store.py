@@ -32,3 +32,18 @@ def save(path, data):
             raise
         os.remove(path)
         os.rename(tmp, path)
+
+
+def set_aside(path):
+    """Move a broken file out of the way (to path.bad), so the feature starts fresh and the
+    owner can still look at what was there. Returns the new name, or None when it failed."""
+    bad = path + '.bad'
+    try:
+        try:
+            os.remove(bad)
+        except OSError:
+            pass
+        os.rename(path, bad)
+        return bad
+    except OSError:
+        return None

@@ -2,24 +2,25 @@
 
 Everything here needs HTTP Basic auth with admin.user/admin.password from config.json; with no
 password configured the server only says how to enable it. Actions are POSTs that call the command
-layer, the same one LFCP and Telegram use; a POST from a page of another origin is refused so a
-browser with cached credentials cannot be driven by a foreign site.
+layer, the same one LFCP and Telegram use; a POST from a page of another origin (or a browser
+POST with no Origin at all) is refused so a browser with cached credentials cannot be driven by a
+foreign site. Wrong passwords are throttled per client and globally (web/access.py).
 """
-import binascii
 import json
 
 from microdot import Microdot, Response
 
 from firmware.core import commands as table
 from firmware.core.commands import BadArgs, CommandError
-from firmware.core.secret import same
 from firmware.web import common as web
+from firmware.web.access import Login
 
 
 class AdminServer:
     def __init__(self, cfg, commands, status, log, mount=None):
         self.user = cfg.user
         self.password = cfg.password
+        self.login = Login(cfg.user, cfg.password)
         self.commands = commands
         self.status = status        # fn() -> dict of the whole device's status
         self.log = log
@@ -74,19 +75,16 @@ class AdminServer:
     def check(self, req):
         if not self.password:
             return web.error(403, 'admin is disabled: set admin.password (8+ characters) in config.json')
-        h = req.headers.get('Authorization', '')
-        ok = False
-        if h.startswith('Basic '):
-            try:
-                user, _, pw = binascii.a2b_base64(h[6:]).decode().partition(':')
-                ok = same(user, self.user) & same(pw, self.password)
-            except (ValueError, UnicodeError):
-                ok = False
-        if not ok:
+        ok = self.login.check(req)
+        if isinstance(ok, int):
+            return web.error(429, 'too many wrong passwords: try again in %d s' % ok,
+                             {'Retry-After': str(ok)})
+        if ok != 'ok':
             self.denied += 1
             return web.error(401, 'authentication required',
                              {'WWW-Authenticate': 'Basic realm="esp32cam-alarm admin"'})
-        origin = req.headers.get('Origin')
-        if req.method == 'POST' and origin and origin.split('//')[-1] != req.headers.get('Host', ''):
-            return web.error(403, 'cross-origin request refused')
+        if req.method == 'POST' and not web.same_origin(req):
+            return web.error(403, 'cross-origin request refused: a POST must come from this '
+                             'page (Origin http://%s) or from a client that is not a browser'
+                             % req.headers.get('Host', ''))
         return None

@@ -16,15 +16,21 @@ Request.max_content_length = 4096
 Request.max_body_length = 4096
 Request.max_readline = 1024
 
-CORS = {'Access-Control-Allow-Origin': '*'}
+# Cross-origin reads only for the origins in http.cors_origins (an NVR's web UI, say): unlike
+# CameraWebServer's `*`, a page a LAN user opens elsewhere cannot read a snapshot or the state.
+ORIGINS = []
+# Every page and answer: never framed by another site, never leaks its URL as a Referer.
+PAGE_HEADERS = {'Referrer-Policy': 'no-referrer', 'X-Frame-Options': 'DENY',
+                'Content-Security-Policy': "frame-ancestors 'none'",
+                'X-Content-Type-Options': 'nosniff'}
 REASONS = {400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found',
-           405: 'Method Not Allowed', 409: 'Conflict', 413: 'Payload Too Large', 416: 'Range Not Satisfiable',
+           405: 'Method Not Allowed', 409: 'Conflict', 413: 'Payload Too Large',
+           416: 'Range Not Satisfiable', 429: 'Too Many Requests',
            500: 'Internal Server Error', 503: 'Service Unavailable'}
 
 
 def error(status, text, headers=None):
     h = {'Content-Type': 'text/plain; charset=UTF-8'}
-    h.update(CORS)
     if headers:
         h.update(headers)
     return Response(text + '\n', status, h, reason=REASONS.get(status))
@@ -44,10 +50,40 @@ def redirect(location):
     return Response('', 302, {'Location': location})
 
 
+def allow_origins(origins):
+    ORIGINS[:] = origins
+
+
+def same_origin(req):
+    """False for a request a browser sent for a page of another origin: its Origin is not this
+    server (http://<Host>; https:// is not us either), or it has no Origin but carries a
+    browser's marks (Sec-Fetch-*, Referer, a browser's User-Agent). A script or curl with
+    credentials sends none of these and passes."""
+    origin = req.headers.get('Origin')
+    if origin is not None:
+        return origin == 'http://' + req.headers.get('Host', '')
+    h = req.headers
+    site = h.get('Sec-Fetch-Site')
+    if site is not None:
+        return site in ('same-origin', 'none')
+    return 'Referer' not in h and 'Mozilla' not in h.get('User-Agent', '')
+
+
+def cross_site(req):
+    """A browser request from a page of another site (an <img> or a form on a web page): the
+    browser says so in Sec-Fetch-Site, or its Origin is not ours nor a configured one."""
+    site = req.headers.get('Sec-Fetch-Site')
+    if site == 'cross-site':
+        return True
+    origin = req.headers.get('Origin')
+    return origin is not None and origin != 'http://' + req.headers.get('Host', '') \
+        and origin not in ORIGINS
+
+
 def common(app, log, guard=None):
-    """Clear, plain-text errors and the CORS header, the way CameraWebServer answers; `guard`
-    (request -> None, or why it is forbidden) runs before every route, e.g. the key of a server
-    opened to the Internet."""
+    """Clear, plain-text errors the way CameraWebServer answers, anti-framing headers, and CORS
+    for the configured origins only; `guard` (request -> None, or why it is forbidden) runs
+    before every route, e.g. the key of a server opened to the Internet."""
 
     if guard:
         @app.before_request
@@ -81,9 +117,14 @@ def common(app, log, guard=None):
         return error(500, 'internal error')
 
     @app.after_request
-    async def cors(req, res):
-        for k in CORS:
-            res.headers.setdefault(k, CORS[k])
+    async def headers(req, res):
+        h = res.headers
+        for k in PAGE_HEADERS:
+            h.setdefault(k, PAGE_HEADERS[k])
+        origin = req.headers.get('Origin') if req else None
+        if origin and origin in ORIGINS:
+            h['Access-Control-Allow-Origin'] = origin
+            h['Vary'] = 'Origin'
         return res
 
 
@@ -118,7 +159,6 @@ async def snapshot(req, cam, filename):
          'X-Timestamp': '%d.%06d' % (us // 1000000, us % 1000000),
          'Cache-Control': 'no-store'}
     h['Content-Length'] = str(len(frame))
-    h.update(CORS)
     return Response(_Once(req, frame), 200, h)
 
 

@@ -10,8 +10,9 @@ from firmware.web import common as web
 
 
 class ControlServer:
-    def __init__(self, cam, http_cfg, log, guard=None):
+    def __init__(self, cam, http_cfg, log, guard=None, gate=None):
         self.cam = cam
+        self.gate = gate            # web.gate.ControlGate: who may change what, and the log
         self.log = log
         self.ports = {'stream': http_cfg.stream_port, 'admin': http_cfg.admin_port}
         self.app = app = Microdot()
@@ -23,11 +24,11 @@ class ControlServer:
 
         @app.route('/ports')
         async def ports(req):
-            return Response(self.ports, 200, web.CORS)
+            return Response(self.ports)
 
         @app.route('/status')
         async def status(req):
-            return Response(self.cam.settings, 200, web.CORS)
+            return Response(self.cam.settings)
 
         @app.route('/control')
         async def control(req):
@@ -39,14 +40,18 @@ class ControlServer:
                 val = int(val)
             except ValueError:
                 return web.error(400, 'val must be an integer, got %r' % val)
+            refused = self.gate(req, var, val) if self.gate else None
+            if refused:
+                return refused
             try:
                 self.cam.apply(var, val)
             except KeyError:
                 return web.error(500, 'unknown var %r' % var)
             except ValueError as e:
                 return web.error(400, e.args[0])
-            self.log('control', var, '=', val)
-            return Response('', 200, web.CORS)
+            if not self.gate:
+                self.log('control', var, '=', val)
+            return Response('')
 
         @app.route('/capture')
         async def capture(req):

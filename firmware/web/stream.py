@@ -151,7 +151,6 @@ class StreamServer:
         body = Viewer(self, aio.connection(req), self.headers[boundary])
         return Response(body, headers={
             'Content-Type': 'multipart/x-mixed-replace;boundary=' + boundary.decode(),
-            'Access-Control-Allow-Origin': '*',
             'Cache-Control': 'no-store, no-cache, must-revalidate, max-age=0',
             'Pragma': 'no-cache',
             'X-Framerate': str(self.cam.cfg.max_fps)})

@@ -44,9 +44,34 @@ def test_errors_name_the_key():
         '[': 'not valid JSON',
         '{"http": 5}': 'http: must be an object',
         '{"lfcp": []}': 'lfcp: must be an object',
+        # issue 17 item 7: refused with the key's name instead of a traceback at boot
+        '{"http": {"bind": "garbage!"}}': 'http.bind: must be an IPv4 address',
+        '{"http": {"bind": "300.1.1.1"}}': 'http.bind: must be an IPv4 address',
+        '{"alarm": {"mask": [%s]}}' % ','.join(['1'] * 5000): 'alarm.mask: at most 2048 cells',
+        '{"alarm": {"mask": [-1]}}': 'alarm.mask: entries must be cell numbers',
+        '{"wifi": {"upstream": [{"ssid": "x", "password": "short"}]}}': 'wifi.upstream: password',
+        '{"wifi": {"ap_password": "1234567"}}': 'wifi.ap_password',
+        '{"internet": {"probe": ["1.1.1.1:99999"]}}': 'internet.probe: entries must be "host:port"',
+        '{"upnp": {"ssdp": "239.255.255.250:0"}}': 'upnp.ssdp',
+        '{"device": {"name": "x"}, "admin": {"user": "%s"}}' % ('u' * 300): 'admin.user: at most 256',
+        '{"admin": {"user": "a:b"}}': 'admin.user: must be 1..32 characters without ":"',
+        '{"http": {"cors_origins": ["*"]}}': 'http.cors_origins: entries must be origins',
+        '{"control": {"open": ["framesize", "warp"]}}': "control.open: unknown /control variable 'warp'",
+        '{"telegram": {"chat_ids": [%s]}}' % ','.join(['1'] * 100): 'telegram.chat_ids: at most',
     }
     for text, expect in cases.items():
         code = 'from firmware.config import schema as config\ntry:\n config.parse(%r)\n print("accepted")\nexcept config.ConfigError as e:\n print(e)' % text
         out = subprocess.run([MP, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=30,
                              env=dict(os.environ, MICROPYPATH='.frozen:' + ROOT))
         assert expect in out.stdout, (text, out.stdout, out.stderr)
+
+
+def test_a_huge_config_file_is_refused_before_it_is_read(tmp_path):
+    """alarm.mask with 200,000 entries: refused by size, with the file's name, not a traceback."""
+    path = tmp_path / 'config.json'
+    path.write_text(json.dumps({'alarm': {'mask': [1] * 200000}}))
+    code = ('from firmware.config import schema as config\ntry:\n config.load(%r)\n print("accepted")\n'
+            'except config.ConfigError as e:\n print(e)' % str(path))
+    out = subprocess.run([MP, '-X', 'heapsize=256K', '-c', code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=30, env=dict(os.environ, MICROPYPATH='.frozen:' + ROOT))
+    assert 'bytes, at most 32768' in out.stdout, (out.stdout, out.stderr)
