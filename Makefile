@@ -8,6 +8,9 @@ SIMDIR  ?= sim/flash
 PORT    ?= /dev/ttyUSB0
 MARCH   ?= xtensawin
 JOBS    ?= 6
+# Target MicroPython version for the board (tools/build/versions.py); empty: the current release.
+MICROPYTHON ?=
+ESP32   := build/esp32$(if $(MICROPYTHON),-$(MICROPYTHON))
 
 .PHONY: setup sim test check bench soak build deploy clean
 
@@ -47,11 +50,11 @@ soak: setup build
 	$(BIN)/python bench/soak.py
 
 build: $(VENV)/.stamp lib/.stamp
-	$(BIN)/python tools/build/build.py --march $(MARCH) build/esp32
+	$(BIN)/python tools/build/build.py --micropython "$(MICROPYTHON)" --march $(MARCH) $(ESP32)
 	$(BIN)/python tools/build/build.py --march x64 build/x64
 
 deploy: build lib/.stamp
-	$(BIN)/python tools/build/deploy.py --port $(PORT) --build build/esp32 $(if $(filter-out 0,$(DRY_RUN)),--dry-run)
+	$(BIN)/python tools/build/deploy.py --port $(PORT) --build $(ESP32) $(if $(filter-out 0,$(DRY_RUN)),--dry-run)
 
 clean:
 	rm -rf build sim lib $(VENV)

@@ -13,6 +13,7 @@ import asyncio
 import time
 
 from firmware.core.events import UPLINK
+from firmware.net.addr import addr4
 
 ROUND_PAUSE_S = 5     # between failed rounds: a scan blocks the VM for about 2 s
 POLL_MS = 500         # connection state polling while connecting
@@ -224,10 +225,7 @@ class Wifi:
 
     # --- reporting ------------------------------------------------------------------------
     def address(self):
-        try:
-            return self.sta.ipconfig('addr4')[0]
-        except (AttributeError, OSError, ValueError):
-            return self.sta.ifconfig()[0]
+        return addr4(self.sta)[0]
 
     def uptime(self):
         return 0 if self.since is None else time.ticks_diff(time.ticks_ms(), self.since) // 1000

@@ -17,6 +17,7 @@ from firmware.core import store
 from firmware.core.commands import CommandError
 from firmware.core.events import UPLINK
 from firmware.core.secret import same
+from firmware.net.addr import addr4, gateway
 from firmware.net.http_client import request
 from firmware.remote import upnp
 
@@ -28,8 +29,7 @@ def lan_addr():
     """(ip, netmask) of the station interface, ('0.0.0.0', '0.0.0.0') when it has none."""
     try:
         import network
-        a = network.WLAN(network.STA_IF).ipconfig('addr4')
-        return a[0], a[1]
+        return addr4(network.WLAN(network.STA_IF))
     except Exception:
         return '0.0.0.0', '0.0.0.0'
 
@@ -169,7 +169,7 @@ class Exposure:
         # Routers that hairpin or masquerade forwarded traffic show it as coming from themselves.
         try:
             import network
-            return network.WLAN(network.STA_IF).ipconfig('gw4') == peer
+            return gateway(network.WLAN(network.STA_IF)) == peer
         except Exception:
             return False
 
