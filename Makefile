@@ -41,7 +41,7 @@ test: setup
 
 # The fast subset to run while working: no firmware boots, under a minute.
 check: setup
-	$(BIN)/python -m pytest -q -n 2 tests/unit
+	$(BIN)/python -m pytest -q -n 2 -m "not slow" tests/unit
 
 bench: setup build
 	$(BIN)/python bench/bench.py
