@@ -8,6 +8,9 @@ SIMDIR  ?= sim/flash
 PORT    ?= /dev/ttyUSB0
 MARCH   ?= xtensawin
 JOBS    ?= 6
+# Target MicroPython version for the board (tools/build/versions.py); empty: the current release.
+MICROPYTHON ?=
+ESP32   := build/esp32$(if $(MICROPYTHON),-$(MICROPYTHON))
 
 .PHONY: setup sim test check bench soak build deploy bundle ota clean
 
@@ -38,7 +41,7 @@ test: setup
 
 # The fast subset to run while working: no firmware boots, under a minute.
 check: setup
-	$(BIN)/python -m pytest -q -n 2 tests/unit
+	$(BIN)/python -m pytest -q -n 2 -m "not slow" tests/unit
 
 bench: setup build
 	$(BIN)/python bench/bench.py
@@ -47,11 +50,11 @@ soak: setup build
 	$(BIN)/python bench/soak.py
 
 build: $(VENV)/.stamp lib/.stamp
-	$(BIN)/python tools/build/build.py --march $(MARCH) build/esp32
+	$(BIN)/python tools/build/build.py --micropython "$(MICROPYTHON)" --march $(MARCH) $(ESP32)
 	$(BIN)/python tools/build/build.py --march x64 build/x64
 
 deploy: build lib/.stamp
-	$(BIN)/python tools/build/deploy.py --port $(PORT) --build build/esp32 $(if $(filter-out 0,$(DRY_RUN)),--dry-run)
+	$(BIN)/python tools/build/deploy.py --port $(PORT) --build $(ESP32) $(if $(filter-out 0,$(DRY_RUN)),--dry-run)
 
 # Update over the air: a bundle of build/esp32 signed with update.key of CONFIG (the board's
 # config.json); `make ota HOST=192.168.4.1` sends it and waits for the board's verdict.

@@ -5,7 +5,7 @@ import os
 import sys
 import time
 
-from firmware.alarm.panel import Alarm
+from firmware.alarm.panel import Alarm, detection_missing
 from firmware.camera.service import CameraService
 from firmware.core.commands import BadArgs, CommandError, Commands
 from firmware.core.events import ALARM, CLIP, Bus
@@ -66,7 +66,8 @@ class App:
             log.sinks.append(self.mgmt.log_sink)
             bus.on(ALARM, self._alarm_to_management)
         self.alarm = Alarm(self.cam, cfg.alarm, log, bus, internet=self.internet.check,
-                           management_configured=self.mgmt is not None and bool(cfg.lfcp.servers))
+                           management_configured=self.mgmt is not None and bool(cfg.lfcp.servers),
+                           missing=detection_missing())
         self.telegram = None
         if cfg.telegram.token or exists('telegram.json'):
             self._telegram()

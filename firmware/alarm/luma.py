@@ -111,9 +111,16 @@ def _scan(data: ptr8, tab: ptr8, slow: ptr16, par: ptr32, out: ptr8) -> int:
     rleft = ri
     rst = int(0)
     my = int(0)
-    while my < mcuy:
+    # The three outer loops test their condition at the top and jump back unconditionally: a
+    # `while cond:` loop's back edge is a conditional branch, which mpy-cross before 1.22 cannot
+    # encode across a body this long on Xtensa ("bccz out of range", a broken jump on a board).
+    while True:
+        if my >= mcuy:
+            break
         mx = int(0)
-        while mx < mcux:
+        while True:
+            if mx >= mcux:
+                break
             if ri != 0:
                 if rleft == 0:
                     # restart interval boundary: byte-align, expect RSTn
@@ -137,7 +144,9 @@ def _scan(data: ptr8, tab: ptr8, slow: ptr16, par: ptr32, out: ptr8) -> int:
                     rleft = ri
                 rleft -= 1
             b = int(0)
-            while b < nb:
+            while True:
+                if b >= nb:
+                    break
                 info = int(par[11 + b])
                 t = info & 15
                 tb = t * 1280

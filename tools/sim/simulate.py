@@ -146,7 +146,9 @@ class Board:
     def env(self):
         e = dict(os.environ)
         if self.mpy:
-            path = [SIM, ".frozen", os.path.join(REPO, "build", "x64", "lib"), os.path.join(REPO, "build", "x64")]
+            # mpy=True: build/x64 (make build); a path: that precompiled tree
+            tree = self.mpy if isinstance(self.mpy, str) else os.path.join(REPO, "build", "x64")
+            path = [SIM, ".frozen", os.path.join(tree, "lib"), tree]
         else:
             path = [SIM, ".frozen", os.path.join(REPO, "lib"), REPO]
         e["MICROPYPATH"] = ":".join(path)

@@ -33,10 +33,6 @@ def raw_temperature():
     return 122 + (time.ticks_ms() // 60000) % 3
 
 
-def mcu_temperature():
-    return 50
-
-
 def wake_on_touch(wake):
     pass
 
