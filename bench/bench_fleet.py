@@ -23,10 +23,11 @@ import threading
 import time
 import urllib.request
 
-from firmware.lfcp import codec as lfcp
 from testkit.broker import USERS, Broker
 from testkit.helpers import free_port
 from testkit.paths import ROOT
+
+from firmware.lfcp import codec as lfcp
 
 DEVICES = int(os.environ.get('BENCH_FLEET_DEVICES', '10000'))
 SECONDS = float(os.environ.get('BENCH_FLEET_SECONDS', '20'))

@@ -7,19 +7,19 @@ import time
 
 from firmware.alarm.panel import Alarm, detection_missing
 from firmware.camera.service import CameraService
+from firmware.core import store
 from firmware.core.commands import BadArgs, CommandError, Commands
 from firmware.core.events import ALARM, CLIP, Bus
 from firmware.core.log import Log
-from firmware.core import store
 from firmware.core.recovery import Recovery
 from firmware.core.supervisor import Supervisor
 from firmware.net.internet import Internet
 from firmware.net.wifi import Wifi
 from firmware.version import VERSION
+from firmware.web.access import ControlGate
 from firmware.web.admin import AdminServer
 from firmware.web.common import Listener, allow_origins, quiet
 from firmware.web.control import ControlServer
-from firmware.web.access import ControlGate
 from firmware.web.stream import StreamServer
 
 
@@ -231,6 +231,7 @@ class App:
             trial.report(st, self.log, self._notify)
         if st.get('trial'):
             import machine
+
             from firmware.ota import trial
             self.trial = trial.Trial(self.log, machine, self._health, self.cfg.update.confirm_s,
                                      feed_after=not self.sup.watchdog_s)

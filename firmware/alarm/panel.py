@@ -38,10 +38,11 @@ def detection_missing():
     .mpy file"), and an alarm that arms without them would never see a frame. The modules are
     dropped again afterwards; the first arming loads them for good."""
     import sys
+
     import firmware.alarm as pkg
     try:
-        import firmware.alarm.luma
         import firmware.alarm.detector
+        import firmware.alarm.luma
         return None
     except (ImportError, ValueError, SyntaxError, NotImplementedError) as e:
         v = sys.implementation.version

@@ -9,6 +9,11 @@ stream, the detector and the alarm go on.
 import asyncio
 import os
 
+try:
+    import vfs  # MicroPython 1.23+: mount and the file systems moved here
+except ImportError:
+    vfs = os    # older images (1.21) have them in os
+
 RETRY_S = 10       # how often a missing or failed card is looked for again
 
 
@@ -37,9 +42,9 @@ class Card:
                 if self.state == 'removed':             # still out: keep saying it was pulled
                     return False
                 return self._set('none', 'no card in the slot')
-            self.vfs = os.VfsFat(self.dev)
+            self.vfs = vfs.VfsFat(self.dev)
             try:
-                os.mount(self.vfs, self.mount_point)
+                vfs.mount(self.vfs, self.mount_point)
             except OSError as e:
                 if e.errno != 19:                       # ENODEV: no FAT file system on it
                     raise
@@ -48,9 +53,9 @@ class Card:
                     return self._set('unformatted', 'no FAT file system (set '
                                      'storage.format_blank to format it)')
                 self.log.warn('card: formatting a blank card')
-                os.VfsFat.mkfs(self.dev)
-                self.vfs = os.VfsFat(self.dev)
-                os.mount(self.vfs, self.mount_point)
+                vfs.VfsFat.mkfs(self.dev)
+                self.vfs = vfs.VfsFat(self.dev)
+                vfs.mount(self.vfs, self.mount_point)
         except OSError as e:
             self.vfs = None
             return self._set('error', 'mount failed: %s' % e)
@@ -72,7 +77,7 @@ class Card:
         if not self.mounted():
             return
         try:
-            os.umount(self.mount_point)
+            vfs.umount(self.mount_point)
         except OSError:
             pass
         self.vfs = None

@@ -13,9 +13,9 @@ import time
 
 from firmware.core import events
 from firmware.core.commands import BadArgs, CommandError
+from firmware.net import http_client
 from firmware.telegram.api import BACKOFF_MAX_S, BotApi
 from firmware.telegram.credentials import Credentials
-from firmware.net import http_client
 from firmware.telegram.outbox import ALARM, CLIP, KINDS, MESSAGE, REQUEST, Item, Outbox
 from firmware.telegram.poller import Poller
 

@@ -24,6 +24,7 @@ class Item:
         self.when = when
         self.reason = reason
         self.score = score
+        self.caption = None  # a clip's caption (a photo's is made when it goes)
         self.file_id = None  # after the first upload, later chats get the photo by reference
 
 

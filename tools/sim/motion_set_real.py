@@ -352,6 +352,7 @@ def write_set(outdir, conds=None):
 
 def _stamp():
     import hashlib
+
     import skimage
     h = hashlib.sha1()
     with open(__file__, 'rb') as f:
