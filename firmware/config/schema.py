@@ -116,6 +116,7 @@ SCHEMA = {
         'auto_arm_after_s': (int, 120, (0, 86400)),
         'on_management_return': (str, 'stay', ('stay', 'restore')),
         'events_kept': (int, 20, (1, 200)),
+        'pir': (str, 'off', ('off', 'and', 'or')),
     },
     'internet': {
         'probe': (list, ['1.1.1.1:443', '8.8.8.8:53'], _hostports),
