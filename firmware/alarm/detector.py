@@ -14,7 +14,11 @@
 #  4. if most cells changed in the same direction anyway (a change the gain
 #     model could not explain), the background is re-baselined instead.
 #  5. the background follows the scene: fast where nothing changed, slowly
-#     where something did (a parked object fades into the background).
+#     near the threshold (a creeping edge), not where something changed until
+#     it has stayed still for `absorb` frames (a parked object).
+#  A gain change beyond 8 % is held (no update, no score) until the gain returns
+#  (auto-exposure overshoot) or holds still at a new level (then re-baseline).
+#  At dusk (a dark background) the floor and k are lower.
 # A trigger needs min_frames consecutive frames with score >= area.
 # All state is preallocated; feed() allocates nothing. Integer arithmetic only.
 from array import array
