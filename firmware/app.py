@@ -65,9 +65,13 @@ class App:
                                    beat=lambda: sup.beat('lfcp'))
             log.sinks.append(self.mgmt.log_sink)
             bus.on(ALARM, self._alarm_to_management)
+        pir = None
+        if cfg.alarm.pir != 'off':
+            from firmware.alarm.pir import Pir
+            pir = Pir(machine.Pin(13, machine.Pin.IN), cfg.alarm.pir)   # free on the AI-Thinker
         self.alarm = Alarm(self.cam, cfg.alarm, log, bus, internet=self.internet.check,
                            management_configured=self.mgmt is not None and bool(cfg.lfcp.servers),
-                           missing=detection_missing())
+                           missing=detection_missing(), pir=pir)
         self.telegram = None
         if cfg.telegram.token or exists('telegram.json'):
             self._telegram()

@@ -14,7 +14,11 @@
 #  4. if most cells changed in the same direction anyway (a change the gain
 #     model could not explain), the background is re-baselined instead.
 #  5. the background follows the scene: fast where nothing changed, slowly
-#     where something did (a parked object fades into the background).
+#     near the threshold (a creeping edge), not where something changed until
+#     it has stayed still for `absorb` frames (a parked object).
+#  A gain change beyond 8 % is held (no update, no score) until the gain returns
+#  (auto-exposure overshoot) or holds still at a new level (then re-baseline).
+#  At dusk (a dark background) the floor and k are lower.
 # A trigger needs min_frames consecutive frames with score >= area.
 # All state is preallocated; feed() allocates nothing. Integer arithmetic only.
 from array import array
@@ -298,19 +302,20 @@ def _stepg(i: int, d: int, cur: ptr8, bg: ptr16, dev: ptr8, chg: ptr8, age: ptr8
 
 
 @micropython.viper
-def _despeckle(i: int, j: int, chg: ptr8, w32: ptr32, nw: int, w: int, h: int) -> int:
+def _despeckle(i: int, j: int, chg: ptr8, w32: ptr32, nw: int, w: int, h: int, m: int) -> int:
     # count the changed cells (chg & 3) with at least one changed 8-neighbour;
     # four cells per word are skipped at once where nothing changed
     cnt = 0
+    mw = m * 0x01010101
     w1 = w - 1
     h1 = h - 1
     j = 0
     while j < nw:
-        if w32[j] & 0x03030303:
+        if w32[j] & mw:
             i = j << 2
             end = i + 4
             while i < end:
-                if chg[i] & 3:
+                if chg[i] & m:
                     y = i // w
                     x = i - y * w
                     ok = 0
@@ -612,7 +617,9 @@ class Detector:
             _stepg(0, 0, luma, bg, dev, chg, age, self._ref, sp, ns, th, par)
         score = 0
         if par[5]:
-            score = _despeckle(0, 0, chg, chg, self._nw, self.w8, self.h8) * 1000 // na
+            # at dusk a cell over half its threshold next to a changed one counts too
+            score = _despeckle(0, 0, chg, chg, self._nw, self.w8, self.h8,
+                               51 if self.dusk else 3) * 1000 // na
             if max(par[6], par[7]) * 1000 > self.light_pm * na:
                 # most cells moved the same way, and the gain did not explain
                 # it: a global change -> re-baseline, no alarm

@@ -24,7 +24,7 @@ NO_MEMORY_RETRY_S = 5
 class AlarmEvent:
     def __init__(self, reason, score, frame):
         self.time = time.time()
-        self.reason = reason        # 'motion' | 'test'
+        self.reason = reason        # 'motion' | 'pir' | 'motion+pir' (alarm.pir) | 'test'
         self.score = score          # changed area, per mille
         self.frame = frame          # the JPEG that triggered (shared, not copied)
 
@@ -57,8 +57,9 @@ def detection_missing():
 
 class Alarm:
     def __init__(self, cam, cfg, log, bus, internet=None, management_configured=False,
-                 missing=None):
+                 missing=None, pir=None):
         self.cam = cam
+        self.pir = pir                      # firmware.alarm.pir.Pir or None (alarm.pir 'off')
         self.cfg = cfg
         self.log = log
         self.bus = bus
@@ -272,11 +273,14 @@ class Alarm:
             c = self.cells                  # the extractor, or the detector's own grid
             self.score = d.feed(c.luma, c.w8, c.h8)
             self.frames += 1
-            if d.triggered and self.armed():
+            hit, reason = d.triggered, 'motion'
+            if self.pir is not None:
+                hit, reason = self.pir.fuse(hit)
+            if hit and self.armed():
                 now = time.ticks_ms()
                 if self.last_alarm is None or time.ticks_diff(now, self.last_alarm) >= self.cfg.event_gap_s * 1000:
                     self.last_alarm = now
-                    self._raise(AlarmEvent('motion', self.score, frame if self.cam.jpeg else None))
+                    self._raise(AlarmEvent(reason, self.score, frame if self.cam.jpeg else None))
             frame = None
             rest = 1000 // self.cfg.detect_fps - time.ticks_diff(time.ticks_ms(), start)
             if rest > 0:

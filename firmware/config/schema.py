@@ -223,6 +223,7 @@ SCHEMA = {
         'on_management_return': (str, 'stay', ('stay', 'restore')),
         'rearm_after_s': (int, 0, (0, 604800)),
         'events_kept': (int, 20, (1, 200)),
+        'pir': (str, 'off', ('off', 'and', 'or')),
     },
     'internet': {
         'probe': (list, ['1.1.1.1:443', '8.8.8.8:53'], _hostports),

@@ -153,6 +153,11 @@ class Pin:
 
     def value(self, v=None):
         if v is None:
+            if self._mode == Pin.IN:
+                # an input follows the simulator's pins.json ({"13": 1}: the PIR fires)
+                pins = _s.read_json(_s.path("pins.json"), None)
+                if isinstance(pins, dict) and str(self._id) in pins:
+                    return 1 if pins[str(self._id)] else 0
             return self._val
         self._set(v)
 
