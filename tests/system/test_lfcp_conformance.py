@@ -51,7 +51,8 @@ class PlainServer:
         self.sock.settimeout(0.05)
         self.port = self.sock.getsockname()[1]
         self.running = True
-        threading.Thread(target=self._run, daemon=True).start()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
 
     def _lost(self):
         return self.kind == 'lossy' and self.rng.random() < 0.25
@@ -121,6 +122,7 @@ class PlainServer:
 
     def close(self):
         self.running = False
+        self.thread.join(5)  # it stops within one 50 ms receive timeout
         self.sock.close()
 
 
