@@ -279,7 +279,7 @@ def main(argv=None):
     print('LFCP device service heap on the MicroPython VM (bytes, gc.mem_alloc after collect)')
     print('  %-38s' % 'measure' + ''.join('%22s' % r[0] for r in rows))
     for key, label in (('core_modules', 'shared core modules (log, bus, ...)'),
-                       ('lfcp_modules', 'lfcp modules (client, servers, alarms, limiter, codec)'),
+                       ('lfcp_modules', 'lfcp modules (client, servers, alarms, ...)'),
                        ('instance', 'LfcpClient instance, 2 servers'),
                        ('running', 'service running (socket, tasks)'),
                        ('after_5s_more', 'running, 5 s of heartbeats later'),

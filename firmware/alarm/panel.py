@@ -336,7 +336,7 @@ class Alarm:
              'auto_arm': self.auto}
         if self.auto_note:
             s['auto_arm_note'] = self.auto_note
-        if self.held:
+        if self.held and self.auto:
             s['owner_hold'] = 'disarmed by the owner: no auto-arm until armed again' + (
                 ' or management lost for %d s' % self.cfg.rearm_after_s
                 if self.cfg.rearm_after_s else '')

@@ -8,50 +8,36 @@ messages). Messages whose seq answers nothing are direct commands from the LAN: 
 lie in a window above everything the device ever sent and the last direct seq accepted, and not
 far in the future. Every command runs once: once per id, and a plain command without id
 delivered again before the server saw its ACK is only ACKed again. docs/protocol.md has the rules.
-Seams: servers.py (one server), alarms.py (MOAL retransmission), limiter.py (rate limiting).
+Seams: servers.py (one server), alarms.py (MOAL retransmission), limiter.py (rate limiting),
+state.py (lfcp.json, seqs), logq.py (the LOG queue); here: the socket, receive and dispatch,
+commands, the LOG sink.
 """
 import asyncio
-import os
 import socket
 import time
 
-from firmware.core import commands, store
+from firmware.core import commands
 from firmware.core.aio import readable
 from firmware.core.commands import CommandError
 from firmware.core.events import ARMED, MANAGEMENT, UPLINK
 from firmware.lfcp import codec as lfcp
 from firmware.lfcp.alarms import Alarms
 from firmware.lfcp.limiter import Limiter
+from firmware.lfcp.logq import LogQueue
 from firmware.lfcp.servers import Server
+from firmware.lfcp.state import State
 
 STATE = 'lfcp.json'
-SEQ_BLOCK = 1000
-DONE = 8  # executed command ids remembered per origin
 QUEUE = 4  # commands waiting for the worker
-LOG_QUEUE = 8
-LOG_EVERY_MS = 2000  # LOG lines sent at most this often on average (burst LOG_QUEUE)
 TICK_MS = 250
 DSLP_DEFAULT_S = 60  # the original's TIME_TO_SLEEP
 EAGAIN = 11
-DAY_MS = 86400000
-YEAR_MS = 365 * DAY_MS
-MS_2100 = 4102444800000  # ms since 1970: the direct-seq ceiling while the clock is unknown
 
 # LFCP command -> command layer name; the original's LOG text is "<stem>_request_via_<source>"
 CMD = commands.by_lfcp()
 LOG_STEM = dict((c[commands.NAME], c[commands.LOG]) for c in commands.TABLE if c[commands.LOG])
 REJECTS = ('oversized', 'fields', 'malformed', 'bad_mac', 'name', 'unknown', 'replay', 'future',
            'plain', 'unsolicited', 'source', 'rate')
-
-
-def _clock_ms():
-    """Milliseconds since 1970 when the clock has been set (NTP), else None."""
-    if time.gmtime()[0] < 2025:
-        return None
-    t = time.time()
-    if time.gmtime(0)[0] == 2000:  # the board's epoch
-        t += 946684800
-    return t * 1000
 
 
 def _valid_token(t):
@@ -74,7 +60,6 @@ class LfcpClient:
         self.bus = bus
         self.commands = commands
         self.bind = bind
-        self.path = state_path
         self.beat = beat
         self.key = lfcp.Hmac(c.key) if c.key else None
         if c.key:
@@ -87,16 +72,11 @@ class LfcpClient:
         self.servers = [Server(s) for s in c.servers]
         self.limiter = Limiter(c.rate_limit, len(self.servers))
         self.alarms = Alarms(log, self.servers, c.alarm_deadline_s, self._send)
+        self.state = State(state_path, log, self.servers)
         self.sock = None
-        self.seq = 0
-        self.reserved = 0
-        self.direct_hw = 0
-        self.done = {}
         self.queue = []
         self.wake = asyncio.Event()
-        self.logq = []  # [text, times, others]: a flood is coalesced into counts, not dropped
-        self._log_tokens = LOG_QUEUE * LOG_EVERY_MS
-        self._log_at = time.ticks_ms()
+        self.logs = LogQueue()
         self._in_sink = False
         self._discovery = None
         self.armed = False
@@ -105,7 +85,7 @@ class LfcpClient:
         self.started = time.ticks_ms()
         self.rejected = dict((k, 0) for k in REJECTS)
         self.stats = {'sent': 0, 'received': 0, 'commands': 0, 'duplicates': 0,
-                      'send_errors': 0, 'errors': 0, 'logs_coalesced': 0, 'logs_dropped': 0}
+                      'send_errors': 0, 'errors': 0}
         bus.on(ARMED, self._on_armed)
         bus.on(UPLINK, self._on_uplink)
 
@@ -117,7 +97,7 @@ class LfcpClient:
             return
         if self.legacy:
             self.log.warn('lfcp: legacy mode: plain LFCP to the servers, TLGC refused')
-        self._load()
+        self.state.load()
         self._open()
         self.started = time.ticks_ms()
         self.log('lfcp: port', self.cfg.port, 'servers', ' '.join(s.spec for s in self.servers))
@@ -147,57 +127,6 @@ class LfcpClient:
         if self.sock:
             self.sock.close()
             self.sock = None
-
-    def _load(self):
-        """lfcp.json; a broken one is moved aside and LFCP starts fresh, saying so."""
-        try:
-            st = store.load(self.path, {})
-            bad = _bad_state(st)
-        except ValueError as e:
-            st, bad = {}, str(e)
-        if bad:
-            try:
-                os.rename(self.path, self.path + '.bad')
-            except OSError:
-                pass
-            self.log.error('lfcp: %s is broken (%s): moved to %s.bad, starting from seq 0;'
-                           ' servers that knew this device must forget it' % (
-                               self.path, bad, self.path))
-            st = {}
-        self.seq = st.get('seq', 0)
-        self.direct_hw = st.get('direct', 0)
-        now = _clock_ms()
-        if self.direct_hw > (now + DAY_MS if now else MS_2100):  # a mark no tool can pass
-            self.log.warn('lfcp: stored direct seq is in the far future: forgotten')
-            self.direct_hw = 0
-        keep = [s.spec for s in self.servers] + ['direct']
-        done = st.get('done', {})
-        self.done = dict((k, done[k]) for k in done if k in keep)
-        plain = st.get('plain', {})
-        now = time.ticks_ms()
-        for srv in self.servers:  # not yet seen moved on: a re-delivery after a reboot is a repeat
-            srv.ran = [[k, now, False] for k in plain.get(srv.spec, ())]
-        self._reserve()
-
-    def _save(self):
-        try:
-            store.save(self.path, {'seq': self.reserved, 'direct': self.direct_hw,
-                                   'done': self.done,
-                                   'plain': dict((s.spec, [e[0] for e in s.ran])
-                                                 for s in self.servers if s.ran)})
-        except OSError as e:
-            if not self._in_sink:
-                self.log.error('lfcp: cannot save', self.path, e)
-
-    def _reserve(self):
-        self.reserved = self.seq + SEQ_BLOCK
-        self._save()
-
-    def _next_seq(self):
-        self.seq += 1
-        if self.seq >= self.reserved:
-            self._reserve()
-        return self.seq
 
     # --- the loops --------------------------------------------------------------------------
 
@@ -281,7 +210,7 @@ class LfcpClient:
                 await self.wake.wait()
                 continue
             origin, typ, cid, args = self.queue.pop(0)
-            self._save()  # the id is done (and a direct seq used) before the command starts
+            self.state.save()  # the id is done (and a direct seq used) before the command starts
             if typ in ('RST', 'DSLP'):
                 self._flush_logs()
                 await asyncio.sleep_ms(300)  # the ACK leaves before the device goes down
@@ -335,7 +264,7 @@ class LfcpClient:
         for s in self.servers:
             if s.owes(seq) and s.sends_from(addr, self.reply_from):
                 return self._send(s, 'ERR', params)
-        if self._fresh_direct(seq):
+        if self.state.direct(seq) is None:
             self._send(addr, 'ERR', params)
 
     def _origin(self, seq, addr):
@@ -350,25 +279,11 @@ class LfcpClient:
                 s.claim(seq)
                 self._heard(i, seq)
                 return i
-        if not self._fresh_direct(seq, True):
+        why = self.state.direct(seq, True)
+        if why:
+            self.rejected[why] += 1
             return None
-        self.direct_hw = seq
         return -1
-
-    def _fresh_direct(self, seq, count=False):
-        """A direct seq: above all the device sent and the last direct one, within the future
-        window (a day ahead of the clock; without a clock, a year above the last one)."""
-        if seq <= self.direct_hw or seq <= self.reserved:
-            if count:
-                self.rejected['replay'] += 1
-            return False
-        now = _clock_ms()
-        top = now + DAY_MS if now else self.direct_hw + YEAR_MS if self.direct_hw else MS_2100
-        if seq > top:
-            if count:
-                self.rejected['future'] += 1
-            return False
-        return True
 
     def _plain(self, f, addr):
         if not self.legacy:
@@ -425,10 +340,8 @@ class LfcpClient:
         cid = f[7]
         now = time.ticks_ms()
         if cid != '0':
-            who = srv.spec if srv else 'direct'
-            repeat = cid in self.done.get(who, ())
+            repeat = self.state.ran(srv.spec if srv else 'direct', cid)
         else:
-            who = None
             repeat = srv is not None and srv.plain_repeat(','.join(f[1:7]), self.repeat_ms, now)
         if repeat:
             self.stats['duplicates'] += 1
@@ -436,12 +349,7 @@ class LfcpClient:
             return
         args, err = self._args(typ, f, auth)
         self._send(origin, 'ACK', (typ, 0, 0, 0, 0, cid))
-        if who:
-            ids = self.done.setdefault(who, [])
-            ids.append(cid)
-            if len(ids) > DONE:
-                ids.pop(0)
-        elif srv:
+        if cid == '0' and srv:
             srv.plain_ran(','.join(f[1:7]), now)
         if err is None and len(self.queue) >= QUEUE:
             err = 'busy'
@@ -488,7 +396,7 @@ class LfcpClient:
             # encode refuses a message over LFCP's 128 bytes (a long name, reason or command
             # id): a send error, never an exception that ends the caller's task
             if self.key is not None and not (srv and self.legacy):
-                seq = self._next_seq()
+                seq = self.state.next_seq()
                 data = lfcp.encode(self.name, typ, params, seq, self.key, lfcp.UP)
             else:
                 if self.strict:
@@ -540,7 +448,7 @@ class LfcpClient:
         lfcp.alarm_deadline_s passes. Returns the alarm id (None when LFCP is off)."""
         if not self.enabled or not self.servers:
             return None
-        return self.alarms.add(self._next_seq(), lfcp.clean(text), time.ticks_ms()).id
+        return self.alarms.add(self.state.next_seq(), lfcp.clean(text), time.ticks_ms()).id
 
     # --- LOG lines --------------------------------------------------------------------------
 
@@ -559,54 +467,22 @@ class LfcpClient:
             self.report(level + '_' + line)
 
     def report(self, text, owner=False):
-        """Queue one LOG text for every server. Under a flood lines are coalesced, never lost
-        without a trace: a repeat counts on its queued twin (`_x3`), a routine line joins the
-        newest routine entry (`_+5_more`), and an owner's action displaces routine lines."""
-        text = lfcp.clean(text)
-        q = self.logq
-        for e in q:
-            if e[0] == text:
-                e[1] += 1
-                self.stats['logs_coalesced'] += 1
-                return self._flush_logs()
-        if len(q) >= LOG_QUEUE:
-            r = [k for k in range(len(q)) if not q[k][3]]
-            if not r:  # only owner actions queued: they stay
-                self.stats['logs_dropped'] += 1
-                if not owner:
-                    return self._flush_logs()
-                q.pop(0)
-            elif not owner:
-                q[r[-1]][2] += 1
-                self.stats['logs_coalesced'] += 1
-                return self._flush_logs()
-            else:
-                gone = q.pop(r[-1])
-                self.stats['logs_coalesced'] += 1
-                if len(r) > 1:
-                    q[r[-2]][2] += gone[1] + gone[2]
-        q.append([text, 1, 0, owner])
+        """Queue one LOG text for every server (coalesced under a flood: logq.py)."""
+        self.logs.add(lfcp.clean(text), owner)
         self._flush_logs()
 
     def _flush_logs(self):
-        if self.sock is None or not self.logq:
+        if self.sock is None:
             return
-        self._in_sink = True
+        self._in_sink = self.state.quiet = True
         try:
-            now = time.ticks_ms()
-            d = time.ticks_diff(now, self._log_at)
-            self._log_at = now
-            self._log_tokens = min(self._log_tokens + d, LOG_QUEUE * LOG_EVERY_MS)
-            while self.logq and self._log_tokens >= LOG_EVERY_MS:
-                self._log_tokens -= LOG_EVERY_MS
-                text, times, others, _ = self.logq.pop(0)
-                tail = ('_x%d' % times if times > 1 else '') + (
-                    '_+%d_more' % others if others else '')
-                text = text[:lfcp.MAX_FIELD - len(tail)] + tail
+            text = self.logs.due()
+            while text:
                 for s in self.servers:
                     self._send(s, 'LOG', (text,))
+                text = self.logs.due()
         finally:
-            self._in_sink = False
+            self._in_sink = self.state.quiet = False
 
     # --- state ------------------------------------------------------------------------------
 
@@ -640,7 +516,9 @@ class LfcpClient:
                 'alarms_acknowledged': self.alarms.acknowledged,
                 'alarms_unacknowledged': self.alarms.lost, 'queued': len(self.queue),
                 'rate_sources_tracked': len(self.limiter.sources),
-                'rejected': dict(self.rejected), 'stats': dict(self.stats)}
+                'rejected': dict(self.rejected),
+                'stats': dict(self.stats, logs_coalesced=self.logs.coalesced,
+                              logs_dropped=self.logs.dropped)}
 
 
 def _original(typ, params):
@@ -651,25 +529,3 @@ def _original(typ, params):
     if typ in ('ERR', 'MOAL', 'LOG'):
         return params[:1]
     return params
-
-
-def _bad_state(st):
-    """Why a loaded lfcp.json cannot be used, or None."""
-    if not isinstance(st, dict):
-        return 'not an object'
-    for k in ('seq', 'direct'):
-        v = st.get(k, 0)
-        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 10 ** 19:
-            return '%s: not a seq' % k
-    for name in ('done', 'plain'):
-        d = st.get(name, {})
-        if not isinstance(d, dict):
-            return name + ': not an object'
-        for k in d:
-            ids = d[k]
-            if not isinstance(ids, list) or len(ids) > DONE:
-                return name + ': bad list'
-            for x in ids:
-                if not isinstance(x, str) or len(x) > lfcp.MAX_PLAIN:
-                    return name + ': bad entry'
-    return None

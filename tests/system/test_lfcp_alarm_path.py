@@ -372,3 +372,29 @@ def test_refused_sleep_sends_no_going_to_deep_sleep(servers, tmp_path):
         assert not [t for t in logs() if 'deep_sleep' in t], logs()
     finally:
         d.stop()
+
+
+def test_an_alarm_before_the_service_runs_keeps_lfcp_json(tmp_path):
+    """An alarm raised before the LFCP task starts (motion right after boot) took a seq before
+    lfcp.json was read, and its save wrote over the ids run and the plain memory."""
+    import subprocess
+    from testkit.vm.lfcp_harness import MP
+    flash = str(tmp_path)
+    with open(os.path.join(flash, 'lfcp.json'), 'w') as f:
+        json.dump({'seq': 5000, 'direct': 0, 'done': {'127.0.0.1:9': ['1732233000123']},
+                   'plain': {'127.0.0.1:9': ['RST,0,0,0,0,0']}}, f)
+    script = (
+        'from firmware.config import schema\nfrom firmware.core.log import Log\n'
+        'from firmware.core.events import Bus\nfrom firmware.core.commands import Commands\n'
+        'from firmware.lfcp.client import LfcpClient\n'
+        'cfg = schema.Config({"device": {"name": "cam1"}, "lfcp": {"legacy": True,'
+        ' "servers": ["127.0.0.1:9"]}})\n'
+        'log = Log()\nc = LfcpClient(cfg, log, Bus(log), Commands(log))\n'
+        'print("ALARM", c.alarm())\n')
+    out = subprocess.run([MP, '-c', script], cwd=flash, capture_output=True, text=True, timeout=30,
+                         env=dict(os.environ, MICROPYPATH='.frozen:' + REPO))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert 'ALARM 5001' in out.stdout, out.stdout  # the seq goes on from the stored mark
+    st = json.load(open(os.path.join(flash, 'lfcp.json')))
+    assert st['done'] == {'127.0.0.1:9': ['1732233000123']}, st
+    assert st['plain'] == {'127.0.0.1:9': ['RST,0,0,0,0,0']} and st['seq'] > 5001, st

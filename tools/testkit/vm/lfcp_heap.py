@@ -60,7 +60,7 @@ async def main():
 
     n = 50
     s = m.servers[0]
-    replies = [lfcp.encode('cam1', 'ACK', ('HEARTBEAT',), m.seq + 1 + i, m.key, lfcp.DOWN) for i in range(n)]
+    replies = [lfcp.encode('cam1', 'ACK', ('HEARTBEAT',), m.state.seq + 1 + i, m.key, lfcp.DOWN) for i in range(n)]
     junk = [lfcp.encode('cam1', 'ENAL', (), 10 ** 12 + i, lfcp.Hmac('wrong'), lfcp.DOWN) for i in range(n)]
     other = b'\x02\x00\x01\x02\x7f\x00\x00\x01' + bytes(8)  # a sockaddr nobody else uses
     heard = s.replies
