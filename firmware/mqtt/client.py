@@ -192,7 +192,11 @@ class Client:
             where = await self._open()
         except OSError as e:
             raise OSError('%s:%d: connect failed: %s' % (c.host, c.port, net._ERRNO.get(e.errno, e)))
-        await asyncio.wait_for(self.conn.send(self._connect_packet()), c.timeout_s)
+        try:    # the TLS handshake runs inside this first write
+            await asyncio.wait_for(self.conn.send(self._connect_packet()), c.timeout_s)
+        except ValueError as e:     # mbedTLS: verification failures come as ValueError
+            msg = e.args[0].strip() if e.args and isinstance(e.args[0], str) else 'handshake failed'
+            raise ValueError('%s: TLS: %s' % (where, msg))
         typ, body = await asyncio.wait_for(self._read(), c.timeout_s)
         if typ != CONNACK or len(body) < 2:
             raise ValueError('%s: no CONNACK' % where)

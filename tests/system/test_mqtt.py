@@ -237,3 +237,26 @@ def test_removing_the_section_removes_the_entities(firmware, broker, watch):
     while (dev.flash / 'mqtt.json').exists():
         assert time.monotonic() < wait_file_gone, 'mqtt.json kept'
         time.sleep(0.1)
+
+
+def test_tls_with_a_verified_broker_certificate(firmware, tmp_path):
+    from peers.fake_telegram import make_ca
+    pki = make_ca(str(tmp_path / 'pki'), name='broker test CA')
+    other = make_ca(str(tmp_path / 'other'), name='some other CA')
+    b = Broker(tmp_path / 'tls-broker', tls=pki).start()
+    w = b.watch()
+    try:
+        dev = firmware(mqtt_cfg(b, port=b.tls_port, tls_ca=pki['ca_der']))
+        wait_configs(w, EXPECTED, dev)
+        assert dev.status()['mqtt']['connected']
+        # a broker whose certificate the configured CA did not sign: refused, and said so
+        bad = firmware(mqtt_cfg(b, port=b.tls_port, tls_ca=other['ca_der']), name='flash2')
+        deadline = time.monotonic() + 20
+        while 'error' not in bad.status()['mqtt']:
+            assert time.monotonic() < deadline, bad.status()['mqtt']
+            time.sleep(0.2)
+        s = bad.status()['mqtt']
+        assert not s['connected'] and 'TLS' in s['error'], s
+    finally:
+        w.close()
+        b.stop()
