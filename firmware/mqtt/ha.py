@@ -201,9 +201,10 @@ class HomeAssistant:
     def _on_alarm(self, ev):
         c = self.client
         c.publish(self.base + '/last_alarm', iso(ev.time), retain=True, qos=1)
-        if ev.frame:
+        if ev.frame and c.connected:
             # Retained for a Home Assistant that starts later, but not kept here: a frame is
-            # tens of KB of heap; the outbox holds it (shared, not copied) until it is sent.
+            # tens of KB of heap; the outbox holds it (shared, not copied) until it is sent,
+            # and only while connected (an outage must not pin a frame in the heap).
             c.publish(self.base + '/photo', ev.frame, retain=True, remember=False)
         if ev.reason == 'motion':
             self.motion_until = time.ticks_add(time.ticks_ms(), self.m.motion_hold_s * 1000)
@@ -270,6 +271,8 @@ class HomeAssistant:
             frame = await self.cam.snapshot()
         except OSError as e:
             raise CommandError('no photo: %s' % (e.args[0] if e.args else 'no camera'))
+        if not self.client.connected:
+            raise CommandError('no photo: not connected to the broker')
         self.client.publish(self.base + '/photo', frame, retain=True, remember=False)
         frame = None
         return 'photo published'
