@@ -54,7 +54,11 @@ class HomeAssistant:
         if self.cleanup_only:
             s = self.saved.get('broker') or {}
             m = self.m = _Broker(s)
-            log('mqtt: section removed: taking the entities off', m.host)
+            if m.host:
+                log('mqtt: section removed: taking the entities off', m.host)
+            else:                   # a state file naming no broker: nothing can be done
+                log.warn('mqtt:', STATE, 'names no broker: removed')
+                _remove(STATE)
         self.client = Client(m, log, bus, 'esp32cam-' + self.name, (self.avail, b'offline'),
                              self._message, self._connected)
         if not self.cleanup_only:
@@ -297,11 +301,7 @@ class HomeAssistant:
         while not (self.announced and not self.client.order):
             await asyncio.sleep(1)
         await asyncio.sleep(1)
-        import os
-        try:
-            os.remove(STATE)
-        except OSError:
-            pass
+        _remove(STATE)
         self.log('mqtt: entities removed from', self.m.host)
         while True:
             await asyncio.sleep(3600)
@@ -328,6 +328,14 @@ class _Broker:
         self.discovery_prefix = 'homeassistant'
         self.allow_destructive = False
         self.motion_hold_s = 10
+
+
+def _remove(path):
+    import os
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 def _version():

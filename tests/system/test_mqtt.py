@@ -260,3 +260,9 @@ def test_tls_with_a_verified_broker_certificate(firmware, tmp_path):
     finally:
         w.close()
         b.stop()
+    # next boot: nothing of MQTT is loaded
+    dev.board.stop()
+    dev.board.start()
+    assert dev.board.wait_ready(list(dev.ports.values()), timeout=30)
+    assert dev.status()['mqtt'] == {'configured': False}
+    assert 'mqtt' not in dev.status()['tasks']
