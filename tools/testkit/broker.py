@@ -53,7 +53,8 @@ class Broker:
             f.write('listener %d 127.0.0.1\nallow_anonymous false\npassword_file %s\n'
                     'acl_file %s\npersistence %s\npersistence_location %s/\n'
                     'log_dest file %s/mosquitto.log\nlog_type error\nlog_type warning\n'
-                    'log_type notice\nuser %s\nmax_keepalive 3600\nmax_inflight_messages 1000\nset_tcp_nodelay true\n'
+                    'log_type notice\nuser %s\nmax_keepalive 3600\nmax_inflight_messages 1000\n'
+                    'set_tcp_nodelay true\n'
                     % (self.port, pw, acl, 'true' if persistence else 'false', self.dir, self.dir,
                        getpass.getuser()))
             self.tls_port = None
