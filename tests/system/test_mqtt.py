@@ -237,6 +237,12 @@ def test_removing_the_section_removes_the_entities(firmware, broker, watch):
     while (dev.flash / 'mqtt.json').exists():
         assert time.monotonic() < wait_file_gone, 'mqtt.json kept'
         time.sleep(0.1)
+    # next boot: nothing of MQTT is loaded
+    dev.board.stop()
+    dev.board.start()
+    assert dev.board.wait_ready(list(dev.ports.values()), timeout=30)
+    assert dev.status()['mqtt'] == {'configured': False}
+    assert 'mqtt' not in dev.status()['tasks']
 
 
 def test_tls_with_a_verified_broker_certificate(firmware, tmp_path):
@@ -260,9 +266,3 @@ def test_tls_with_a_verified_broker_certificate(firmware, tmp_path):
     finally:
         w.close()
         b.stop()
-    # next boot: nothing of MQTT is loaded
-    dev.board.stop()
-    dev.board.start()
-    assert dev.board.wait_ready(list(dev.ports.values()), timeout=30)
-    assert dev.status()['mqtt'] == {'configured': False}
-    assert 'mqtt' not in dev.status()['tasks']
