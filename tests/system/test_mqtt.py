@@ -266,3 +266,24 @@ def test_tls_with_a_verified_broker_certificate(firmware, tmp_path):
     finally:
         w.close()
         b.stop()
+
+
+def test_a_silent_broker_is_noticed_by_the_keepalive(firmware, broker, watch):
+    import signal
+    dev = firmware(mqtt_cfg(broker, keepalive_s=5))
+    watch.wait(BASE + '/availability', lambda p: p == b'online')
+    broker.proc.send_signal(signal.SIGSTOP)      # the TCP session stays open, nothing answers
+    try:
+        deadline = time.monotonic() + 30
+        while dev.status()['mqtt']['connected']:
+            assert time.monotonic() < deadline, 'a silent broker not noticed'
+            time.sleep(0.2)
+        err = dev.status()['mqtt'].get('error', '')
+        assert err.startswith('127.0.0.1:%d: the broker ' % broker.port), err
+        assert 'silent' in err or 'did not a' in err, err
+    finally:
+        broker.proc.send_signal(signal.SIGCONT)
+    deadline = time.monotonic() + 40
+    while not dev.status()['mqtt']['connected']:
+        assert time.monotonic() < deadline, dev.status()['mqtt']
+        time.sleep(0.2)
