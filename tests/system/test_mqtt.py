@@ -95,6 +95,13 @@ def test_device_appears_with_every_entity(firmware, broker, watch):
     assert '"password"' not in dev.console() and USERS['cam'] not in dev.console()
     s = dev.status()['mqtt']
     assert s['connected'] and s['announced'] and 'error' not in s
+    # allow_destructive: the reboot button reboots; the last will says offline, then online again
+    m = watch.mark()
+    watch.publish(BASE + '/reboot/press', 'PRESS')
+    assert result(watch, m) == {'topic': 'reboot/press', 'ok': True, 'result': 'rebooting'}
+    assert dev.board.wait_boots(2, timeout=30)
+    watch.wait(BASE + '/availability', lambda p: p == b'offline', since=m, timeout=30)
+    watch.wait(BASE + '/availability', lambda p: p == b'online', since=m, timeout=30)
 
 
 def test_arming_from_mqtt_and_the_owners_disarm(firmware, broker, watch):
