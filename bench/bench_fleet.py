@@ -39,7 +39,7 @@ KEY = 'bench-fleet-key-0123456789'
 
 
 WATCHER = '''
-import signal, sys, time, threading
+import json, signal, sys, time, threading
 import paho.mqtt.client as mqtt
 c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
 c.username_pw_set('ha', sys.argv[2])
@@ -53,7 +53,7 @@ def on_message(cl, u, m):
             if len(seen) == int(sys.argv[3]):
                 print('announced', time.time(), flush=True)
     else:
-        print(name, time.time(), flush=True)
+        print(name, time.time(), json.loads(m.payload)['time'], flush=True)
 c.on_connect = lambda cl, u, f, rc, p=None: (cl.subscribe('lfcp/+/alarm/event', 1),
                                              cl.subscribe('lfcp/+/availability', 0), ready.set())
 c.on_message = on_message
@@ -205,12 +205,15 @@ def main():
             fleet.run(3)
             w.terminate()
             got = {}
+            at_server = {}
             for line in w.communicate(timeout=10)[0].splitlines():
-                name, t = line.split()
+                name, t, ts = line.split()
                 got.setdefault(name, float(t))
+                at_server.setdefault(name, float(ts))
             lat = sorted((got[n] - t) * 1000 for n, t in sent_at.items() if n in got)
             if os.environ.get('BENCH_FLEET_DEBUG'):
                 print([round((got.get(n, 0) - t) * 1000) for n, t in list(sent_at.items())[::10]])
+                print('server', [round((at_server.get(n, 0) - t) * 1000) for n, t in list(sent_at.items())[::10]])
             handled = s1['replies'] - s0['replies']
             print('| measurement | value |\n|---|---|')
             print('| devices (heard / on the server) | %d / %d |' % (DEVICES, s1['devices']))
@@ -228,6 +231,14 @@ def main():
                 print('| alarm -> MQTT latency median | %.1f ms |' % statistics.median(lat))
                 print('| alarm -> MQTT latency p99 (goal < 100 ms) | %.1f ms |' % p99)
                 print('| alarm -> MQTT latency max | %.1f ms |' % lat[-1])
+                # where the time goes: before the server handles the datagram (its socket queue,
+                # i.e. the server waiting for CPU) or after (bridge, broker, subscriber)
+                q = sorted((at_server[n] - t) * 1000 for n, t in sent_at.items() if n in at_server)
+                b = sorted((got[n] - at_server[n]) * 1000 for n in at_server if n in got)
+                print('| of which datagram -> handled by the server, median / p99 | %.1f / %.1f ms |'
+                      % (statistics.median(q), q[min(len(q) - 1, int(len(q) * 0.99))]))
+                print('| of which server -> subscriber, median / p99 | %.1f / %.1f ms |'
+                      % (statistics.median(b), b[min(len(b) - 1, int(len(b) * 0.99))]))
             else:
                 print('| alarms -> MQTT | none of %d arrived |' % len(sent_at))
             print('| server memory per device (RSS, bridge included) | %.1f KB |' % (

@@ -34,13 +34,17 @@ def rate(port, seconds):
         r.close()
 
 
-def heap_used(port):
+def status(port):
     import base64
     import urllib.request
     req = urllib.request.Request('http://127.0.0.1:%d/status' % port)
     req.add_header('Authorization', 'Basic ' + base64.b64encode(b'admin:bench-password').decode())
     with urllib.request.urlopen(req, timeout=10) as r:
-        return json.load(r)['heap_used']
+        return json.load(r)
+
+
+def heap_used(port):
+    return status(port)['heap_used']
 
 
 def boot(tmp, name, broker=None):
@@ -72,7 +76,13 @@ def heap_cost(tmp, broker):
     for name, br in (('heap-off', None), ('heap-on', broker)):
         b, ports = boot(tmp, name, br)
         try:
-            time.sleep(3)       # settle: Wi-Fi joined, the broker session and discovery done
+            deadline = time.monotonic() + 30     # settle: Wi-Fi, the session, discovery sent
+            while time.monotonic() < deadline:
+                m = status(ports[2])['mqtt']
+                if not br or (m.get('announced') and not m.get('queued')):
+                    break
+                time.sleep(0.2)
+            time.sleep(2)
             out.append(min(heap_used(ports[2]) for _ in range(3)))
         finally:
             b.stop()

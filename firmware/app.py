@@ -121,9 +121,11 @@ class App:
     def _mqtt(self):
         from firmware.mqtt.ha import HomeAssistant
         h = self.cfg.http
-        self.mqtt = HomeAssistant(self.cfg, self.log, self.bus, self.commands, self.cam, self.alarm,
-                                  vitals=self._vitals,
-                                  config_url=lambda: 'http://%s:%d/' % (self.wifi.address(), h.admin_port))
+        self.mqtt = HomeAssistant(
+            self.cfg, self.log, self.bus, self.commands, self.cam, self.alarm, vitals=self._vitals,
+            config_url=lambda: 'http://%s:%d/' % (self.wifi.address(), h.admin_port))
+        if not self.mqtt.m.host:     # only a leftover mqtt.json that names no broker
+            self.mqtt = None
 
     def _vitals(self):
         w = self.wifi.status()

@@ -140,6 +140,18 @@ def _ident(v):
     return True
 
 
+def _topic(v):
+    if '+' in v or '#' in v or v.endswith('/'):
+        return 'must not contain "+", "#" or end with "/"'
+    return None
+
+
+def _level(v):
+    if not v or '/' in v or '+' in v or '#' in v:
+        return 'must be one topic level (no "/", "+", "#")'
+    return None
+
+
 def _ints(v):
     if len(v) > MAX_LIST:
         return 'at most %d entries' % MAX_LIST
@@ -245,10 +257,8 @@ SCHEMA = {
         'user': (str, '', None),
         'password': (str, '', None),
         'tls_ca': (str, '', None),
-        'topic': (str, '', lambda v: 'must not contain "+", "#" or end with "/"'
-                  if '+' in v or '#' in v or v.endswith('/') else None),
-        'discovery_prefix': (str, 'homeassistant', lambda v: None if v and '/' not in v and '+' not in v and '#' not in v
-                             else 'must be one topic level (no "/", "+", "#")'),
+        'topic': (str, '', _topic),
+        'discovery_prefix': (str, 'homeassistant', _level),
         'keepalive_s': (int, 60, (5, 3600)),
         'timeout_s': (int, 10, (1, 120)),
         'allow_destructive': (bool, False, None),

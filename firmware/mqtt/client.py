@@ -124,7 +124,11 @@ class Client:
             except Refused as e:
                 self._fail('broker refused the connection: %s' % e.args[0])
                 fails = len(BACKOFF_S) - 1        # wrong credentials stay wrong: retry slowly
-            except (OSError, ValueError, EOFError, asyncio.TimeoutError) as e:
+            except asyncio.TimeoutError:
+                self._fail('%s:%d: the broker did not answer within %d s' % (
+                    self.cfg.host, self.cfg.port, self.cfg.timeout_s))
+                fails = min(fails + 1, len(BACKOFF_S) - 1)
+            except (OSError, ValueError, EOFError) as e:
                 self._fail(str(e) or repr(e))
                 fails = min(fails + 1, len(BACKOFF_S) - 1)
             finally:
@@ -192,7 +196,11 @@ class Client:
             where = await self._open()
         except OSError as e:
             raise OSError('%s:%d: connect failed: %s' % (c.host, c.port, net._ERRNO.get(e.errno, e)))
-        await asyncio.wait_for(self.conn.send(self._connect_packet()), c.timeout_s)
+        try:    # the TLS handshake runs inside this first write
+            await asyncio.wait_for(self.conn.send(self._connect_packet()), c.timeout_s)
+        except ValueError as e:     # mbedTLS: verification failures come as ValueError
+            msg = e.args[0].strip() if e.args and isinstance(e.args[0], str) else 'handshake failed'
+            raise ValueError('%s: TLS: %s' % (where, msg))
         typ, body = await asyncio.wait_for(self._read(), c.timeout_s)
         if typ != CONNACK or len(body) < 2:
             raise ValueError('%s: no CONNACK' % where)
@@ -241,7 +249,8 @@ class Client:
                 await asyncio.wait_for(self._wake.wait(), ka // 2000 or 1)
             except asyncio.TimeoutError:
                 if time.ticks_diff(time.ticks_ms(), self._last_rx) > ka * 3 // 2:
-                    raise OSError('broker silent for %d s' % (ka * 3 // 2000))
+                    raise OSError('%s:%d: the broker was silent for %d s' % (
+                        self.cfg.host, self.cfg.port, ka * 3 // 2000))
                 await self._send(bytes((PINGREQ << 4, 0)))
 
     async def _publish(self, topic, payload, retain, qos):
@@ -261,7 +270,12 @@ class Client:
             await asyncio.wait_for(conn.send(head), self.cfg.timeout_s)
             await asyncio.wait_for(conn.send(payload), self.cfg.timeout_s + len(payload) // 4096)
         if ev is not None:
-            await asyncio.wait_for(ev.wait(), ACK_TIMEOUT_S)
+            try:
+                await asyncio.wait_for(ev.wait(), ACK_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                self._acks.pop(pid, None)
+                raise OSError('%s:%d: the broker did not acknowledge within %d s' % (
+                    self.cfg.host, self.cfg.port, ACK_TIMEOUT_S))
             if self._acks.pop(pid, None) is None:
                 raise OSError('connection lost before PUBACK')
         self.sent += 1

@@ -54,7 +54,11 @@ class HomeAssistant:
         if self.cleanup_only:
             s = self.saved.get('broker') or {}
             m = self.m = _Broker(s)
-            log('mqtt: section removed: taking the entities off', m.host)
+            if m.host:
+                log('mqtt: section removed: taking the entities off', m.host)
+            else:                   # a state file naming no broker: nothing can be done
+                log.warn('mqtt:', STATE, 'names no broker: removed')
+                _remove(STATE)
         self.client = Client(m, log, bus, 'esp32cam-' + self.name, (self.avail, b'offline'),
                              self._message, self._connected)
         if not self.cleanup_only:
@@ -201,9 +205,10 @@ class HomeAssistant:
     def _on_alarm(self, ev):
         c = self.client
         c.publish(self.base + '/last_alarm', iso(ev.time), retain=True, qos=1)
-        if ev.frame:
+        if ev.frame and c.connected:
             # Retained for a Home Assistant that starts later, but not kept here: a frame is
-            # tens of KB of heap; the outbox holds it (shared, not copied) until it is sent.
+            # tens of KB of heap; the outbox holds it (shared, not copied) until it is sent,
+            # and only while connected (an outage must not pin a frame in the heap).
             c.publish(self.base + '/photo', ev.frame, retain=True, remember=False)
         if ev.reason == 'motion':
             self.motion_until = time.ticks_add(time.ticks_ms(), self.m.motion_hold_s * 1000)
@@ -270,6 +275,8 @@ class HomeAssistant:
             frame = await self.cam.snapshot()
         except OSError as e:
             raise CommandError('no photo: %s' % (e.args[0] if e.args else 'no camera'))
+        if not self.client.connected:
+            raise CommandError('no photo: not connected to the broker')
         self.client.publish(self.base + '/photo', frame, retain=True, remember=False)
         frame = None
         return 'photo published'
@@ -294,11 +301,7 @@ class HomeAssistant:
         while not (self.announced and not self.client.order):
             await asyncio.sleep(1)
         await asyncio.sleep(1)
-        import os
-        try:
-            os.remove(STATE)
-        except OSError:
-            pass
+        _remove(STATE)
         self.log('mqtt: entities removed from', self.m.host)
         while True:
             await asyncio.sleep(3600)
@@ -325,6 +328,14 @@ class _Broker:
         self.discovery_prefix = 'homeassistant'
         self.allow_destructive = False
         self.motion_hold_s = 10
+
+
+def _remove(path):
+    import os
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 def _version():

@@ -95,6 +95,13 @@ def test_device_appears_with_every_entity(firmware, broker, watch):
     assert '"password"' not in dev.console() and USERS['cam'] not in dev.console()
     s = dev.status()['mqtt']
     assert s['connected'] and s['announced'] and 'error' not in s
+    # allow_destructive: the reboot button reboots; the last will says offline, then online again
+    m = watch.mark()
+    watch.publish(BASE + '/reboot/press', 'PRESS')
+    assert result(watch, m) == {'topic': 'reboot/press', 'ok': True, 'result': 'rebooting'}
+    assert dev.board.wait_boots(2, timeout=30)
+    watch.wait(BASE + '/availability', lambda p: p == b'offline', since=m, timeout=30)
+    watch.wait(BASE + '/availability', lambda p: p == b'online', since=m, timeout=30)
 
 
 def test_arming_from_mqtt_and_the_owners_disarm(firmware, broker, watch):
@@ -237,3 +244,53 @@ def test_removing_the_section_removes_the_entities(firmware, broker, watch):
     while (dev.flash / 'mqtt.json').exists():
         assert time.monotonic() < wait_file_gone, 'mqtt.json kept'
         time.sleep(0.1)
+    # next boot: nothing of MQTT is loaded
+    dev.board.stop()
+    dev.board.start()
+    assert dev.board.wait_ready(list(dev.ports.values()), timeout=30)
+    assert dev.status()['mqtt'] == {'configured': False}
+    assert 'mqtt' not in dev.status()['tasks']
+
+
+def test_tls_with_a_verified_broker_certificate(firmware, tmp_path):
+    from peers.fake_telegram import make_ca
+    pki = make_ca(str(tmp_path / 'pki'), name='broker test CA')
+    other = make_ca(str(tmp_path / 'other'), name='some other CA')
+    b = Broker(tmp_path / 'tls-broker', tls=pki).start()
+    w = b.watch()
+    try:
+        dev = firmware(mqtt_cfg(b, port=b.tls_port, tls_ca=pki['ca_der']))
+        wait_configs(w, EXPECTED, dev)
+        assert dev.status()['mqtt']['connected']
+        # a broker whose certificate the configured CA did not sign: refused, and said so
+        bad = firmware(mqtt_cfg(b, port=b.tls_port, tls_ca=other['ca_der']), name='flash2')
+        deadline = time.monotonic() + 20
+        while 'error' not in bad.status()['mqtt']:
+            assert time.monotonic() < deadline, bad.status()['mqtt']
+            time.sleep(0.2)
+        s = bad.status()['mqtt']
+        assert not s['connected'] and 'TLS' in s['error'], s
+    finally:
+        w.close()
+        b.stop()
+
+
+def test_a_silent_broker_is_noticed_by_the_keepalive(firmware, broker, watch):
+    import signal
+    dev = firmware(mqtt_cfg(broker, keepalive_s=5))
+    watch.wait(BASE + '/availability', lambda p: p == b'online')
+    broker.proc.send_signal(signal.SIGSTOP)      # the TCP session stays open, nothing answers
+    try:
+        deadline = time.monotonic() + 30
+        while dev.status()['mqtt']['connected']:
+            assert time.monotonic() < deadline, 'a silent broker not noticed'
+            time.sleep(0.2)
+        err = dev.status()['mqtt'].get('error', '')
+        assert err.startswith('127.0.0.1:%d: the broker ' % broker.port), err
+        assert 'silent' in err or 'did not a' in err, err
+    finally:
+        broker.proc.send_signal(signal.SIGCONT)
+    deadline = time.monotonic() + 40
+    while not dev.status()['mqtt']['connected']:
+        assert time.monotonic() < deadline, dev.status()['mqtt']
+        time.sleep(0.2)

@@ -22,10 +22,10 @@ def broker(tmp_path):
     b.stop()
 
 
-def bridged(peers, broker, password=USERS['lfcp'], **kw):
+def bridged(peers, broker, password=USERS['lfcp'], port=None, **kw):
     srv = peers.lfcp(unreachable_after=4)
     bridge = peers._servers.call(lambda: mqtt_bridge.MqttBridge(
-        srv, peers._servers.loop, '127.0.0.1', broker.port, 'lfcp', password, **kw))
+        srv, peers._servers.loop, '127.0.0.1', port or broker.port, 'lfcp', password, **kw))
     peers._stops.append(bridge.close)
     peers._servers.call(lambda: peers._servers.loop.create_task(bridge.run(0.2)))
     return srv, bridge
@@ -102,3 +102,38 @@ def test_wrong_bridge_credentials_are_named(peers, broker):
         assert time.monotonic() < deadline, 'no refusal recorded'
         time.sleep(0.1)
     assert 'authori' in bridge.refused.lower() or 'password' in bridge.refused.lower()
+
+
+def test_the_bridge_over_tls(peers, tmp_path):
+    from peers.fake_telegram import make_ca
+    pki = make_ca(str(tmp_path / 'pki'), name='broker test CA')
+    b = Broker(tmp_path / 'tls-broker', tls=pki).start()
+    w = b.watch()
+    try:
+        srv, bridge = bridged(peers, b, port=b.tls_port, ca=pki['ca_pem'])
+        assert bridge.connected.wait(20), bridge.refused
+        assert w.wait('lfcp/bridge/availability') == b'online'
+    finally:
+        w.close()
+        b.stop()
+
+
+def test_the_bridge_announces_again_after_a_broker_restart(peers, broker):
+    import socket
+    from firmware.lfcp import codec as lfcp
+    from testkit.vm.lfcp_harness import KEY
+    srv, bridge = bridged(peers, broker)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    w = broker.watch()
+    try:
+        s.sendto(lfcp.encode('cam7', 'HEARTBEAT', ('1',), 1, lfcp.Hmac(KEY)), ('127.0.0.1', srv.port))
+        assert w.wait('lfcp/cam7/alarm', lambda p: p == b'armed_away')
+        w.close()
+        broker.restart()                    # no persistence: every retained message is gone
+        w = broker.watch()
+        assert w.wait('homeassistant/alarm_control_panel/lfcp_cam7/alarm/config', timeout=40)
+        assert w.wait('lfcp/cam7/alarm') == b'armed_away'
+        assert w.wait('lfcp/bridge/availability') == b'online'
+    finally:
+        w.close()
+        s.close()

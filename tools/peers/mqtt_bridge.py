@@ -160,7 +160,15 @@ class MqttBridge:
 
     # --- the LFCP side (the server's loop) ------------------------------------------------------
     def report(self, dev, typ, f):
-        """Called by the server for every accepted report, after it has updated `dev`."""
+        """Called by the server for every accepted report, after it has updated `dev` and before
+        it answers: whatever goes wrong here must not cost the device its answer."""
+        try:
+            self._report(dev, typ, f)
+        except Exception as e:
+            self.errors += 1
+            self.srv._say('mqtt bridge: %s %s: %r' % (dev.name, typ, e))
+
+    def _report(self, dev, typ, f):
         d = self.devs.get(dev.name)
         if d is None:
             d = self.devs[dev.name] = Dev()

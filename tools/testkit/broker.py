@@ -30,7 +30,9 @@ topic write homeassistant/#
 
 
 class Broker:
-    def __init__(self, workdir, port=None, persistence=False):
+    def __init__(self, workdir, port=None, persistence=False, tls=None):
+        """tls: the paths of fake_telegram.make_ca() (ca_pem, cert, key) for a second listener
+        on .tls_port with that server certificate."""
         self.mosquitto = need_binary('mosquitto')
         self.passwd = need_binary('mosquitto_passwd', 'mosquitto')
         self.dir = str(workdir)
@@ -51,14 +53,20 @@ class Broker:
             f.write('listener %d 127.0.0.1\nallow_anonymous false\npassword_file %s\n'
                     'acl_file %s\npersistence %s\npersistence_location %s/\n'
                     'log_dest file %s/mosquitto.log\nlog_type error\nlog_type warning\n'
-                    'log_type notice\nuser %s\nmax_keepalive 3600\nmax_inflight_messages 1000\nset_tcp_nodelay true\n'
+                    'log_type notice\nuser %s\nmax_keepalive 3600\nmax_inflight_messages 1000\n'
+                    'set_tcp_nodelay true\n'
                     % (self.port, pw, acl, 'true' if persistence else 'false', self.dir, self.dir,
                        getpass.getuser()))
+            self.tls_port = None
+            if tls:
+                self.tls_port = free_port()
+                f.write('listener %d 127.0.0.1\ncafile %s\ncertfile %s\nkeyfile %s\n'
+                        % (self.tls_port, tls['ca_pem'], tls['cert'], tls['key']))
 
     def start(self):
         self.proc = subprocess.Popen([self.mosquitto, '-c', self.conf], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)
-        if not wait_port(self.port, 10):
+        if not wait_port(self.port, 10) or (self.tls_port and not wait_port(self.tls_port, 10)):
             self.stop()
             raise RuntimeError('mosquitto did not start: ' + self.log()[-2000:])
         return self
