@@ -101,10 +101,21 @@ class Writer:
 
 
 def repair(f, size):
-    """Finish a clip cut short: keep every whole chunk, rebuild sizes and idx1. -> frames kept."""
+    """Finish a clip cut short: keep every whole chunk, rebuild sizes and idx1. -> frames kept,
+    None if the clip was complete."""
+    steps = repair_steps(f, size)
+    for kept in steps:
+        pass
+    return kept
+
+
+def repair_steps(f, size):
+    """repair() in steps of 32 chunks (a generator: the caller may yield to the loop between
+    steps); the last value is what repair() returns."""
     w, h, fps, _, done = info(f)
     if done:
-        return None
+        yield None
+        return
     # pass 1: the whole chunks
     pos = FIRST
     frames = 0
@@ -121,6 +132,8 @@ def repair(f, size):
         frames += 1
         biggest = max(biggest, n)
         pos = nxt
+        if frames % 32 == 0:
+            yield frames
     end = pos
     # pass 2: idx1 after the last whole chunk, written in batches
     out = bytearray(16 * 32)
@@ -141,6 +154,7 @@ def repair(f, size):
             f.write(memoryview(out)[:k * 16])
             wpos += k * 16
             k = 0
+            yield frames
     riff_end = wpos
     if size - wpos >= 8:     # what is left of a torn chunk becomes JUNK inside the file
         j = (size - wpos - 8) & ~1
@@ -150,4 +164,4 @@ def repair(f, size):
     f.seek(0)
     f.write(header(w, h, fps, frames, riff_end - 8, end - MOVI, biggest))
     f.flush()
-    return frames
+    yield frames

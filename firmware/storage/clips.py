@@ -51,6 +51,8 @@ class Recorder:
         self.pre = 0               # frames of the clip from before the trigger
         self.stopping = False      # no more frames for this clip: close once the queue is written
         self.last = None           # info of the last complete clip
+        self.repairing = False     # a clip cut short is being finished
+        self.running = False       # the tasks run: repairs yield to the loop
         self._ev = asyncio.Event()
         self.stats = {'clips': 0, 'frames': 0, 'gaps': 0, 'dropped': 0, 'failed': 0,
                       'deleted': 0, 'repaired': 0, 'bytes': 0, 'worst_write_ms': 0}
@@ -82,6 +84,8 @@ class Recorder:
             return 'recording %s' % self.path
         if not self.card.mounted():
             raise OSError('no clip: card %s' % self.card.state)
+        if self.repairing:
+            raise OSError('no clip: repairing the clip the card was pulled from, try again in a moment')
         if not self.keep_free():
             raise OSError('no clip: card full (less than %d MB free, no clip left to delete)'
                           % self.cfg.reserve_mb)
@@ -133,6 +137,7 @@ class Recorder:
         """Take frames at the clip rate: into the ring, or into the clip being recorded."""
         cam = self.cam
         period = self.period
+        self.running = True
         cam.need('clips', self.cfg.fps)
         seq = cam.seq
         due = None
@@ -277,7 +282,10 @@ class Recorder:
     # --- the card ------------------------------------------------------------------------------
     def _card_changed(self, mounted):
         if mounted:
-            self.repair()
+            if self.running:
+                asyncio.create_task(self.repair_soon())
+            else:
+                self.repair()
         else:
             self.writer = self.f = None
             self.stopping = False
@@ -285,22 +293,35 @@ class Recorder:
             self.queue_bytes = 0
 
     def repair(self):
-        """Finish the clip a power cut or a pulled card left open."""
+        """Finish the clip a power cut or a pulled card left open (at boot: all at once)."""
+        for _ in self._repair():
+            pass
+
+    async def repair_soon(self):
+        """The same while the loop runs (a card put back): a turn for the others every 32 chunks."""
+        for _ in self._repair():
+            await asyncio.sleep_ms(0)
+
+    def _repair(self):
         mark = self.root + '/.open'
         try:
             with open(mark) as f:
                 path = f.read()
         except OSError:
             return
+        self.repairing = True
         try:
             size = os.stat(path)[6]
             with open(path, 'r+b') as f:
-                n = avi.repair(f, size)
+                for n in avi.repair_steps(f, size):
+                    yield
             if n is not None:
                 self.stats['repaired'] += 1
                 self.log.warn('clip: repaired', path, '(%d frames kept)' % n)
         except (OSError, ValueError) as e:
             self.log.warn('clip: cannot repair', path, '-', e)
+        finally:
+            self.repairing = False
         try:
             os.remove(mark)
         except OSError:

@@ -234,7 +234,7 @@ def test_card_pulled_mid_clip_then_back_plays_up_to_the_last_frame(firmware, tmp
     assert clips_status(dev)['recording'] is None
     dev.board.control('sdcard', present=True)
     wait(lambda: dev.status()['card']['state'] == 'mounted', 30, 'the card mounted again')
-    assert clips_status(dev)['repaired'] == 1
+    wait(lambda: clips_status(dev)['repaired'] == 1, 10, 'the clip repaired')
     clips = listing(dev)['clips']
     assert len(clips) == 1 and clips[0]['complete'] and clips[0]['frames'] >= FPS, clips
     p = tmp_path / 'pulled.avi'
