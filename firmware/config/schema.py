@@ -156,6 +156,7 @@ SCHEMA = {
         'slice': (int, 4096, (512, 65536)),
         'reserve_mb': (int, 16, (0, 1000000)),
         'telegram': (bool, True, None),
+        'timelapse_s': (int, 0, (0, 86400)),
     },
     'watchdog': {
         'timeout_s': (int, 30, (0, 3600)),

@@ -12,9 +12,13 @@ Files: <mount>/clips/YYYY-MM-DD/HHMMSS-<reason>.avi. `.open` names the clip bein
 the next mount a clip left open by a power cut or a pulled card is repaired (avi.repair) and plays
 up to its last whole frame. Retention deletes the oldest clips while free space is below
 `reserve_mb`, never the clip being written.
+
+Time-lapse (`timelapse_s` > 0): one frame every `timelapse_s` into <day>/timelapse.avi, played
+at `fps`; written between clip frames, finished (idx1) when the day is over.
 """
 import asyncio
 import os
+import struct
 import time
 
 from firmware.storage import avi
@@ -52,10 +56,13 @@ class Recorder:
         self.stopping = False      # no more frames for this clip: close once the queue is written
         self.last = None           # info of the last complete clip
         self.repairing = False     # a clip cut short is being finished
+        self.lapse = None          # the next time-lapse frame to write
+        self.lapse_path = None     # today's time-lapse file
         self.running = False       # the tasks run: repairs yield to the loop
         self._ev = asyncio.Event()
         self.stats = {'clips': 0, 'frames': 0, 'gaps': 0, 'dropped': 0, 'failed': 0,
-                      'deleted': 0, 'repaired': 0, 'bytes': 0, 'worst_write_ms': 0}
+                      'deleted': 0, 'repaired': 0, 'bytes': 0, 'worst_write_ms': 0,
+                      'lapse_frames': 0}
         card.users.append(self._card_changed)
 
     # --- starting and stopping ---------------------------------------------------------------
@@ -141,6 +148,8 @@ class Recorder:
         cam.need('clips', self.cfg.fps)
         seq = cam.seq
         due = None
+        lapse = self.cfg.timelapse_s * 1000
+        next_lapse = time.ticks_ms()
         while True:
             seq = await cam.next_frame(seq)
             frame = cam.frame
@@ -156,6 +165,10 @@ class Recorder:
                 due = t
             due = time.ticks_add(due, (missed + 1) * period)
             self._take(frame, missed)
+            if lapse and time.ticks_diff(t, next_lapse) >= 0:
+                next_lapse = time.ticks_add(t, lapse)
+                self.lapse = frame
+                self._ev.set()
             frame = None
 
     def _take(self, frame, missed):
@@ -192,6 +205,15 @@ class Recorder:
             if not self.queue:
                 if self.writer is not None and self.stopping:
                     self._close()
+                    continue
+                if self.lapse is not None:
+                    frame, self.lapse = self.lapse, None
+                    try:
+                        await self._lapse_write(frame)
+                    except OSError as e:
+                        self.log.warn('clip: time-lapse write failed:', e)
+                        self._card_error(e)
+                    frame = None
                     continue
                 self._ev.clear()
                 await self._ev.wait()
@@ -274,10 +296,66 @@ class Recorder:
                 f.close()
             except OSError:
                 pass
+        self._card_error(e)
+
+    def _card_error(self, e):
         if getattr(e, 'errno', None) == 28:   # ENOSPC
             self.card.full(True)
         else:
             self.card.lost(e)
+
+    # --- time-lapse: one frame every timelapse_s into <day>/timelapse.avi ------------------------
+    async def _lapse_write(self, frame):
+        """Append one frame to today's time-lapse. The file stays open (RIFF size 0: players
+        read its chunks in order) until the day is over; then it is finished like a cut clip."""
+        if not self.card.mounted() or self.repairing:
+            return
+        day = day_and_name(time.time(), 'x')[0]
+        path = '%s/%s/timelapse.avi' % (self.root, day)
+        if path != self.lapse_path:
+            await self._finish_lapses(day)
+            self.lapse_path = path
+        self._mkdir(self.root)
+        self._mkdir(self.root + '/' + day)
+        try:
+            os.stat(path)
+        except OSError:
+            w, h = self.cam.size()
+            with open(path, 'wb') as f:
+                f.write(avi.header(w, h, self.cfg.fps, 0, avi.OPEN, 4, 0))
+        n = len(frame)
+        head = bytearray(8)
+        head[:4] = avi.CHUNK
+        struct.pack_into('<I', head, 4, n)
+        with open(path, 'ab') as f:
+            f.write(head)
+            mv = memoryview(frame)
+            for off in range(0, n, self.cfg.slice):
+                f.write(mv[off:off + self.cfg.slice])
+                await asyncio.sleep_ms(0)
+            if n & 1:
+                f.write(b'\0')
+        self.stats['lapse_frames'] += 1
+
+    async def _finish_lapses(self, today):
+        """Finish the time-lapse files of the days before today (at boot, at midnight)."""
+        try:
+            days = os.listdir(self.root)
+        except OSError:
+            return
+        for d in days:
+            if d == today or d[:1] == '.':
+                continue
+            p = '%s/%s/timelapse.avi' % (self.root, d)
+            try:
+                size = os.stat(p)[6]
+                with open(p, 'r+b') as f:
+                    for n in avi.repair_steps(f, size):
+                        await asyncio.sleep_ms(0)
+            except (OSError, ValueError):
+                continue
+            if n is not None:
+                self.log('clip: time-lapse of', d, 'finished (%d frames)' % n)
 
     # --- the card ------------------------------------------------------------------------------
     def _card_changed(self, mounted):
@@ -353,7 +431,7 @@ class Recorder:
             self.card.full(False)
             return True
         for p in self.clips():
-            if p == self.path and self.writer is not None:
+            if (p == self.path and self.writer is not None) or p == self.lapse_path:
                 continue
             try:
                 os.remove(p)

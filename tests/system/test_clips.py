@@ -363,3 +363,33 @@ def test_a_failed_clip_upload_is_retried_and_the_stream_goes_on(firmware, peers,
     assert [c[2] for c in tg.calls if c[1] == 'sendDocument'][:3] == [502, 'reset', 200]
     assert dev.status()['telegram']['retries'] >= 2
     stream_and_alarm_alive(dev)
+
+
+def open_avi(frames, w=320, h=240, fps=FPS):
+    """An AVI as the firmware leaves it open (RIFF size 0, no idx1), for the card image."""
+    import struct
+    from firmware.storage import avi
+    out = bytearray(avi.header(w, h, fps, 0, avi.OPEN, 4, 0))
+    for j in frames:
+        out += b'00dc' + struct.pack('<I', len(j)) + j + (b'\0' if len(j) & 1 else b'')
+    return bytes(out)
+
+
+def test_timelapse_one_frame_every_n_seconds_and_past_days_finished(firmware, tmp_path):
+    img = make_card(tmp_path)
+    still = sorted(n for n in os.listdir(os.path.join(FRAMES, 'still')) if n.endswith('.jpg'))[:3]
+    old = tmp_path / 'old.avi'
+    old.write_bytes(open_avi([open(os.path.join(FRAMES, 'still', n), 'rb').read() for n in still]))
+    subprocess.run([VM, TOOL, 'put', str(img), str(old), 'clips/2000-01-01/timelapse.avi'], check=True,
+                   timeout=60)
+    dev = firmware(config(timelapse_s=1))
+    wait(lambda: clips_status(dev)['lapse_frames'] >= 4, 30, 'time-lapse frames')
+    clips = dict((c['name'], c) for c in listing(dev)['clips'])
+    past = clips['2000-01-01/timelapse.avi']
+    assert past['complete'] and past['frames'] == 3 and past['reason'] == 'time-lapse'
+    today = [c for n, c in clips.items() if n.endswith('/timelapse.avi') and not n.startswith('2000')]
+    assert len(today) == 1 and not today[0]['complete']     # still growing: finished at midnight
+    for c in (past, today[0]):
+        p = tmp_path / (c['day'] + '.avi')
+        download(dev, c['name'], p)
+        assert int(probe(p)["nb_read_frames"]) >= 3, (c, p.stat().st_size)
