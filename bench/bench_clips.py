@@ -106,7 +106,7 @@ from testkit.vm.sdcard_image import FileDev
 os.mount(os.VfsFat(FileDev(%r)), '/sd')
 j = open(%r, 'rb').read()
 f = open('/sd/t.avi', 'wb')
-w = avi.Writer(f, 640, 480, 10, 100)
+w = avi.Writer(f, 640, 480, 10, bytearray(1600))
 worst = 0
 t0 = time.ticks_us()
 mv = memoryview(j)

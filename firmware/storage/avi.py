@@ -5,7 +5,7 @@ The layout is fixed: a 512-byte header (hdrl: avih, one video stream strl with s
 '00dc' chunks unchanged. The sizes in the header are patched and idx1 is written when the clip
 is closed; a clip cut short (power loss, card pulled) still has every chunk it wrote, and
 `repair()` rebuilds the sizes and idx1 from them at the next boot. The index entries of an open
-clip (16 bytes a frame) sit in one buffer preallocated for the longest clip.
+clip (16 bytes a frame) sit in one buffer the recorder preallocates for the longest clip.
 """
 import struct
 
@@ -58,12 +58,13 @@ def first_frame(f):
 class Writer:
     """One clip being written. add() queues a frame; step() writes at most `slice` bytes."""
 
-    def __init__(self, f, w, h, fps, max_frames):
+    def __init__(self, f, w, h, fps, index):
+        """index: a bytearray of 16 bytes per frame the clip may hold (the caller's, reused)."""
         self.f = f
         self.w = w
         self.h = h
         self.fps = fps
-        self.index = bytearray(16 * max_frames)
+        self.index = index
         self.frames = 0
         self.end = FIRST             # file offset where the next chunk goes
         self.biggest = 0

@@ -41,6 +41,9 @@ class Recorder:
         self.on_clip = on_clip                    # fn(info dict) when a clip is complete
         self.root = card.mount_point + '/' + DIR
         self.period = 1000 // cfg.fps
+        # the index of the longest clip (pre-roll, max_s, a second of empty slots), allocated
+        # once: 16 bytes a frame, ~10 KB at 60 s and 10 fps
+        self.index = bytearray(16 * (cfg.fps * (cfg.pre_s + cfg.max_s + 1) + 2))
         self.ring = []
         self.ring_bytes = 0
         self.queue = []            # frames (bytes) to write; None: a slot the camera missed
@@ -106,7 +109,7 @@ class Recorder:
                 f.write(path)
             self.f = open(path, 'wb')
             w, h = self.cam.size()
-            self.writer = avi.Writer(self.f, w, h, self.cfg.fps, self.cfg.max_s * self.cfg.fps + len(self.ring) + self.cfg.fps + 2)
+            self.writer = avi.Writer(self.f, w, h, self.cfg.fps, self.index)
         except OSError as e:
             self._failed(e)
             raise OSError('no clip: %s' % e)
