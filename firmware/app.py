@@ -111,7 +111,7 @@ class App:
             from firmware.web.clips import mount as mount_clips
             mount_clips(self.admin.app, lambda: self.clips, self.card, self.log)
             self.clip_routes = True
-        if self.clips is None and self.cfg.clips.enabled:
+        if self.clips is None and self.cfg.clips.enabled and self.cam.jpeg:   # GRAYSCALE: no JPEG
             from firmware.storage.clips import Recorder
             alarm = self.alarm
             self.clips = Recorder(self.cam, self.card, self.cfg.clips, self.log,
