@@ -69,14 +69,11 @@ class App:
         if cfg.storage.sdcard:
             from firmware.storage.card import Card
             self.card = Card(machine, cfg.storage, log)
-            self.card.users.append(self._card_mounted)
-            self.card.mount()
+            self.card.users.append(self._card_mounted)   # mounted by its task, once running
             bus.on(ALARM, self._alarm_clip)
         self.stream = StreamServer(self.cam, cfg.http, log, guard=self._guard)
         self.control = ControlServer(self.cam, cfg.http, log, guard=self._guard)
         self.admin = AdminServer(cfg.admin, self.commands, self.status, log)
-        if self.card and self.card.mounted():
-            self._card_mounted(True)
         self.listeners = []
         quiet(log)
         self._register()
@@ -105,8 +102,8 @@ class App:
 
     def _card_mounted(self, mounted):
         """The clip recorder loads with the first card that mounts (no card: no heap, no frames)."""
-        if not mounted or self.admin is None:
-            return      # (at boot the admin server comes after the card: called again then)
+        if not mounted:
+            return
         if not self.clip_routes:
             from firmware.web.clips import mount as mount_clips
             mount_clips(self.admin.app, lambda: self.clips, self.card, self.log)
@@ -271,8 +268,6 @@ class App:
             sup.spawn('upnp', self.exposure.run)
         if self.card:
             sup.spawn('card', self.card.run)
-        if self.clips:
-            self._spawn_clips()
         for app, port in ((self.control.app, h.control_port), (self.stream.app, h.stream_port),
                           (self.admin.app, h.admin_port)):
             listener = Listener(app, h.bind, port, h.backlog, self.log,

@@ -32,7 +32,7 @@ def make_card(tmp_path, size_mb=16, fill_mb=None, name='flash'):
 def config(**clips):
     c = {'fps': FPS, 'pre_s': 2, 'post_s': 2, 'max_s': 30, 'reserve_mb': 1}
     c.update(clips)
-    return {'camera': {'framesize': 'QVGA'}, 'clips': c,
+    return {'camera': {'framesize': 'QVGA'}, 'clips': c, 'storage': {'sdcard': True},
             'alarm': {'event_gap_s': 0, 'detect_fps': 5}}
 
 
@@ -220,7 +220,7 @@ def test_unformatted_card_is_formatted_when_asked(firmware, tmp_path):
     sim = tmp_path / 'flash' / '.sim'
     sim.mkdir(parents=True)
     (sim / 'sdcard.img').write_bytes(bytes(8 << 20))
-    dev = firmware(dict(config(), storage={'format_blank': True}))
+    dev = firmware(dict(config(), storage={'sdcard': True, 'format_blank': True}))
     assert dev.status()['card']['state'] == 'mounted'
 
 
