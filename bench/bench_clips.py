@@ -106,7 +106,7 @@ from testkit.vm.sdcard_image import FileDev
 os.mount(os.VfsFat(FileDev(%r)), '/sd')
 j = open(%r, 'rb').read()
 f = open('/sd/t.avi', 'wb')
-w = avi.Writer(f, 640, 480, 10, 100)
+w = avi.Writer(f, 640, 480, 10, bytearray(1600))
 worst = 0
 t0 = time.ticks_us()
 mv = memoryview(j)
@@ -150,6 +150,7 @@ def main():
                'admin': {'password': 'bench-password'},
                'camera': {'framesize': 'VGA', 'max_fps': 10}, 'internet': {'probe': []},
                'alarm': {'event_gap_s': 0},
+               'storage': {'sdcard': True},
                'clips': {'fps': FPS, 'pre_s': 3, 'pre_bytes': 1200000, 'post_s': 3, 'max_s': 60},
                'telegram': {'token': TOKEN, 'chat_ids': [CHAT], 'api_url': fake.url,
                             'ca_file': pki['ca_der'], 'poll_s': 0}}

@@ -86,8 +86,7 @@ class App:
         if cfg.storage.sdcard:
             from firmware.storage.card import Card
             self.card = Card(machine, cfg.storage, log)
-            self.card.users.append(self._card_mounted)
-            self.card.mount()
+            self.card.users.append(self._card_mounted)   # mounted by its task, once running
             bus.on(ALARM, self._alarm_clip)
         self.stream = StreamServer(self.cam, cfg.http, log, guard=self._guard)
         allow_origins(cfg.http.cors_origins)
@@ -99,8 +98,6 @@ class App:
         log.secret(cfg.update.key)
         self.update = {}
         self.trial = None
-        if self.card and self.card.mounted():
-            self._card_mounted(True)
         self.listeners = []
         quiet(log)
         self._register()
@@ -148,13 +145,13 @@ class App:
 
     def _card_mounted(self, mounted):
         """The clip recorder loads with the first card that mounts (no card: no heap, no frames)."""
-        if not mounted or self.admin is None:
-            return      # (at boot the admin server comes after the card: called again then)
+        if not mounted:
+            return
         if not self.clip_routes:
             from firmware.web.clips import mount as mount_clips
             mount_clips(self.admin.app, lambda: self.clips, self.card, self.log)
             self.clip_routes = True
-        if self.clips is None and self.cfg.clips.enabled:
+        if self.clips is None and self.cfg.clips.enabled and self.cam.jpeg:   # GRAYSCALE: no JPEG
             from firmware.storage.clips import Recorder
             alarm = self.alarm
             self.clips = Recorder(self.cam, self.card, self.cfg.clips, self.log,
@@ -379,8 +376,6 @@ class App:
                 sup.spawn('mqtt-state', self.mqtt.run_state)
         if self.card:
             sup.spawn('card', self.card.run)
-        if self.clips:
-            self._spawn_clips()
         self._start_update()
         for app, port in ((self.control.app, h.control_port), (self.stream.app, h.stream_port),
                           (self.admin.app, h.admin_port)):

@@ -274,7 +274,7 @@ SCHEMA = {
         'ssdp': (str, '239.255.255.250:1900', lambda v: _hostports([v])),
     },
     'storage': {
-        'sdcard': (bool, True, None),
+        'sdcard': (bool, False, None),
         'mount': (str, '/sd', lambda v: None if v[:1] == '/' and len(v) > 1 and '/' not in v[1:]
                   else 'must be one directory under the root, like "/sd"'),
         'format_blank': (bool, False, None),
@@ -289,6 +289,7 @@ SCHEMA = {
         'slice': (int, 4096, (512, 65536)),
         'reserve_mb': (int, 16, (0, 1000000)),
         'telegram': (bool, True, None),
+        'timelapse_s': (int, 0, (0, 86400)),
     },
     'update': {
         'key': (str, '', _min16),

@@ -5,7 +5,7 @@ The layout is fixed: a 512-byte header (hdrl: avih, one video stream strl with s
 '00dc' chunks unchanged. The sizes in the header are patched and idx1 is written when the clip
 is closed; a clip cut short (power loss, card pulled) still has every chunk it wrote, and
 `repair()` rebuilds the sizes and idx1 from them at the next boot. The index entries of an open
-clip (16 bytes a frame) sit in one buffer preallocated for the longest clip.
+clip (16 bytes a frame) sit in one buffer the recorder preallocates for the longest clip.
 """
 import struct
 
@@ -58,12 +58,13 @@ def first_frame(f):
 class Writer:
     """One clip being written. add() queues a frame; step() writes at most `slice` bytes."""
 
-    def __init__(self, f, w, h, fps, max_frames):
+    def __init__(self, f, w, h, fps, index):
+        """index: a bytearray of 16 bytes per frame the clip may hold (the caller's, reused)."""
         self.f = f
         self.w = w
         self.h = h
         self.fps = fps
-        self.index = bytearray(16 * max_frames)
+        self.index = index
         self.frames = 0
         self.end = FIRST             # file offset where the next chunk goes
         self.biggest = 0
@@ -101,10 +102,21 @@ class Writer:
 
 
 def repair(f, size):
-    """Finish a clip cut short: keep every whole chunk, rebuild sizes and idx1. -> frames kept."""
+    """Finish a clip cut short: keep every whole chunk, rebuild sizes and idx1. -> frames kept,
+    None if the clip was complete."""
+    steps = repair_steps(f, size)
+    for kept in steps:
+        pass
+    return kept
+
+
+def repair_steps(f, size):
+    """repair() in steps of 32 chunks (a generator: the caller may yield to the loop between
+    steps); the last value is what repair() returns."""
     w, h, fps, _, done = info(f)
     if done:
-        return None
+        yield None
+        return
     # pass 1: the whole chunks
     pos = FIRST
     frames = 0
@@ -121,6 +133,8 @@ def repair(f, size):
         frames += 1
         biggest = max(biggest, n)
         pos = nxt
+        if frames % 32 == 0:
+            yield frames
     end = pos
     # pass 2: idx1 after the last whole chunk, written in batches
     out = bytearray(16 * 32)
@@ -141,6 +155,7 @@ def repair(f, size):
             f.write(memoryview(out)[:k * 16])
             wpos += k * 16
             k = 0
+            yield frames
     riff_end = wpos
     if size - wpos >= 8:     # what is left of a torn chunk becomes JUNK inside the file
         j = (size - wpos - 8) & ~1
@@ -150,4 +165,4 @@ def repair(f, size):
     f.seek(0)
     f.write(header(w, h, fps, frames, riff_end - 8, end - MOVI, biggest))
     f.flush()
-    return frames
+    yield frames

@@ -109,10 +109,11 @@ class Card:
             return 0
 
     async def run(self):
-        """Look for a card again while there is none usable (inserted later, or back in), and
+        """Mount the card, then look for it again while there is none usable (inserted later, or back in), and
         notice one pulled out while idle: the slot has no card-detect line on the AI-Thinker
         board, so one block is read every RETRY_S."""
         block = bytearray(512)
+        self.mount()             # at boot: here, once the servers listen
         while True:
             await asyncio.sleep(RETRY_S)
             if self.mounted():

@@ -12,9 +12,13 @@ Files: <mount>/clips/YYYY-MM-DD/HHMMSS-<reason>.avi. `.open` names the clip bein
 the next mount a clip left open by a power cut or a pulled card is repaired (avi.repair) and plays
 up to its last whole frame. Retention deletes the oldest clips while free space is below
 `reserve_mb`, never the clip being written.
+
+Time-lapse (`timelapse_s` > 0): one frame every `timelapse_s` into <day>/timelapse.avi, played
+at `fps`; written between clip frames, finished (idx1) when the day is over.
 """
 import asyncio
 import os
+import struct
 import time
 
 from firmware.storage import avi
@@ -37,6 +41,9 @@ class Recorder:
         self.on_clip = on_clip                    # fn(info dict) when a clip is complete
         self.root = card.mount_point + '/' + DIR
         self.period = 1000 // cfg.fps
+        # the index of the longest clip (pre-roll, max_s, a second of empty slots), allocated
+        # once: 16 bytes a frame, ~10 KB at 60 s and 10 fps
+        self.index = bytearray(16 * (cfg.fps * (cfg.pre_s + cfg.max_s + 1) + 2))
         self.ring = []
         self.ring_bytes = 0
         self.queue = []            # frames (bytes) to write; None: a slot the camera missed
@@ -51,9 +58,14 @@ class Recorder:
         self.pre = 0               # frames of the clip from before the trigger
         self.stopping = False      # no more frames for this clip: close once the queue is written
         self.last = None           # info of the last complete clip
+        self.repairing = False     # a clip cut short is being finished
+        self.lapse = None          # the next time-lapse frame to write
+        self.lapse_path = None     # today's time-lapse file
+        self.running = False       # the tasks run: repairs yield to the loop
         self._ev = asyncio.Event()
         self.stats = {'clips': 0, 'frames': 0, 'gaps': 0, 'dropped': 0, 'failed': 0,
-                      'deleted': 0, 'repaired': 0, 'bytes': 0, 'worst_write_ms': 0}
+                      'deleted': 0, 'repaired': 0, 'bytes': 0, 'worst_write_ms': 0,
+                      'lapse_frames': 0}
         card.users.append(self._card_changed)
 
     # --- starting and stopping ---------------------------------------------------------------
@@ -82,6 +94,8 @@ class Recorder:
             return 'recording %s' % self.path
         if not self.card.mounted():
             raise OSError('no clip: card %s' % self.card.state)
+        if self.repairing:
+            raise OSError('no clip: repairing the clip the card was pulled from, try again in a moment')
         if not self.keep_free():
             raise OSError('no clip: card full (less than %d MB free, no clip left to delete)'
                           % self.cfg.reserve_mb)
@@ -95,7 +109,7 @@ class Recorder:
                 f.write(path)
             self.f = open(path, 'wb')
             w, h = self.cam.size()
-            self.writer = avi.Writer(self.f, w, h, self.cfg.fps, self.cfg.max_s * self.cfg.fps + len(self.ring) + self.cfg.fps + 2)
+            self.writer = avi.Writer(self.f, w, h, self.cfg.fps, self.index)
         except OSError as e:
             self._failed(e)
             raise OSError('no clip: %s' % e)
@@ -133,9 +147,12 @@ class Recorder:
         """Take frames at the clip rate: into the ring, or into the clip being recorded."""
         cam = self.cam
         period = self.period
+        self.running = True
         cam.need('clips', self.cfg.fps)
         seq = cam.seq
         due = None
+        lapse = self.cfg.timelapse_s * 1000
+        next_lapse = time.ticks_ms()
         while True:
             seq = await cam.next_frame(seq)
             frame = cam.frame
@@ -151,6 +168,10 @@ class Recorder:
                 due = t
             due = time.ticks_add(due, (missed + 1) * period)
             self._take(frame, missed)
+            if lapse and time.ticks_diff(t, next_lapse) >= 0:
+                next_lapse = time.ticks_add(t, lapse)
+                self.lapse = frame
+                self._ev.set()
             frame = None
 
     def _take(self, frame, missed):
@@ -187,6 +208,15 @@ class Recorder:
             if not self.queue:
                 if self.writer is not None and self.stopping:
                     self._close()
+                    continue
+                if self.lapse is not None:
+                    frame, self.lapse = self.lapse, None
+                    try:
+                        await self._lapse_write(frame)
+                    except OSError as e:
+                        self.log.warn('clip: time-lapse write failed:', e)
+                        self._card_error(e)
+                    frame = None
                     continue
                 self._ev.clear()
                 await self._ev.wait()
@@ -269,15 +299,74 @@ class Recorder:
                 f.close()
             except OSError:
                 pass
+        self._card_error(e)
+
+    def _card_error(self, e):
         if getattr(e, 'errno', None) == 28:   # ENOSPC
             self.card.full(True)
         else:
             self.card.lost(e)
 
+    # --- time-lapse: one frame every timelapse_s into <day>/timelapse.avi ------------------------
+    async def _lapse_write(self, frame):
+        """Append one frame to today's time-lapse. The file stays open (RIFF size 0: players
+        read its chunks in order) until the day is over; then it is finished like a cut clip."""
+        if not self.card.mounted() or self.repairing:
+            return
+        day = day_and_name(time.time(), 'x')[0]
+        path = '%s/%s/timelapse.avi' % (self.root, day)
+        if path != self.lapse_path:
+            await self._finish_lapses(day)
+            self.lapse_path = path
+        self._mkdir(self.root)
+        self._mkdir(self.root + '/' + day)
+        try:
+            os.stat(path)
+        except OSError:
+            w, h = self.cam.size()
+            with open(path, 'wb') as f:
+                f.write(avi.header(w, h, self.cfg.fps, 0, avi.OPEN, 4, 0))
+        n = len(frame)
+        head = bytearray(8)
+        head[:4] = avi.CHUNK
+        struct.pack_into('<I', head, 4, n)
+        with open(path, 'ab') as f:
+            f.write(head)
+            mv = memoryview(frame)
+            for off in range(0, n, self.cfg.slice):
+                f.write(mv[off:off + self.cfg.slice])
+                await asyncio.sleep_ms(0)
+            if n & 1:
+                f.write(b'\0')
+        self.stats['lapse_frames'] += 1
+
+    async def _finish_lapses(self, today):
+        """Finish the time-lapse files of the days before today (at boot, at midnight)."""
+        try:
+            days = os.listdir(self.root)
+        except OSError:
+            return
+        for d in days:
+            if d == today or d[:1] == '.':
+                continue
+            p = '%s/%s/timelapse.avi' % (self.root, d)
+            try:
+                size = os.stat(p)[6]
+                with open(p, 'r+b') as f:
+                    for n in avi.repair_steps(f, size):
+                        await asyncio.sleep_ms(0)
+            except (OSError, ValueError):
+                continue
+            if n is not None:
+                self.log('clip: time-lapse of', d, 'finished (%d frames)' % n)
+
     # --- the card ------------------------------------------------------------------------------
     def _card_changed(self, mounted):
         if mounted:
-            self.repair()
+            if self.running:
+                asyncio.create_task(self.repair_soon())
+            else:
+                self.repair()
         else:
             self.writer = self.f = None
             self.stopping = False
@@ -285,22 +374,35 @@ class Recorder:
             self.queue_bytes = 0
 
     def repair(self):
-        """Finish the clip a power cut or a pulled card left open."""
+        """Finish the clip a power cut or a pulled card left open (at boot: all at once)."""
+        for _ in self._repair():
+            pass
+
+    async def repair_soon(self):
+        """The same while the loop runs (a card put back): a turn for the others every 32 chunks."""
+        for _ in self._repair():
+            await asyncio.sleep_ms(0)
+
+    def _repair(self):
         mark = self.root + '/.open'
         try:
             with open(mark) as f:
                 path = f.read()
         except OSError:
             return
+        self.repairing = True
         try:
             size = os.stat(path)[6]
             with open(path, 'r+b') as f:
-                n = avi.repair(f, size)
+                for n in avi.repair_steps(f, size):
+                    yield
             if n is not None:
                 self.stats['repaired'] += 1
                 self.log.warn('clip: repaired', path, '(%d frames kept)' % n)
         except (OSError, ValueError) as e:
             self.log.warn('clip: cannot repair', path, '-', e)
+        finally:
+            self.repairing = False
         try:
             os.remove(mark)
         except OSError:
@@ -332,7 +434,7 @@ class Recorder:
             self.card.full(False)
             return True
         for p in self.clips():
-            if p == self.path and self.writer is not None:
+            if (p == self.path and self.writer is not None) or p == self.lapse_path:
                 continue
             try:
                 os.remove(p)

@@ -121,8 +121,12 @@ def describe(root, day, name):
     size = os.stat(path)[6]
     with open(path, 'rb') as f:
         w, h, fps, frames, done = avi.info(f)
-    hms, _, reason = name[:-4].partition('-')
-    return {'name': day + '/' + name, 'day': day, 'time': '%s %s:%s:%s' % (day, hms[:2], hms[2:4], hms[4:6]),
+    if name == 'timelapse.avi':
+        when, reason = day, 'time-lapse'
+    else:
+        hms, _, reason = name[:-4].partition('-')
+        when = '%s %s:%s:%s' % (day, hms[:2], hms[2:4], hms[4:6])
+    return {'name': day + '/' + name, 'day': day, 'time': when,
             'reason': reason, 'frames': frames, 'fps': fps,
             'seconds': frames / fps if fps else 0, 'size': size, 'width': w, 'height': h,
             'complete': done}

@@ -13,7 +13,7 @@ def frames(n):
 
 def write(fs, close=True):
     f = io.BytesIO()
-    w = avi.Writer(f, 320, 240, 10, 64)
+    w = avi.Writer(f, 320, 240, 10, bytearray(16 * 64))
     for j in fs:
         f.write(w.chunk_header(len(j)))
         f.write(j)
@@ -87,7 +87,7 @@ def test_a_clip_cut_at_any_byte_is_repaired_to_its_whole_frames():
 
 def test_an_empty_slot_is_an_empty_chunk_without_the_keyframe_flag():
     f = io.BytesIO()
-    w = avi.Writer(f, 320, 240, 10, 8)
+    w = avi.Writer(f, 320, 240, 10, bytearray(16 * 8))
     f.write(w.chunk_header(0))
     w.close()
     p = parse(f.getvalue())

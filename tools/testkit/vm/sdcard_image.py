@@ -2,6 +2,7 @@
 
   mkfs IMAGE SIZE_MB [FILL_MB]   a fresh FAT image; FILL_MB of it taken by /filler.bin (a full card)
   ls IMAGE                       every file with its size, one per line
+  put IMAGE SRC DEST             copy file SRC (host) to DEST on the card, making its folders
 """
 import os
 import sys
@@ -52,6 +53,18 @@ def main(cmd, image, *rest):
                     f.write(chunk)
             os.umount('/sd')
         dev.f.close()
+    elif cmd == 'put':
+        os.mount(os.VfsFat(FileDev(image)), '/sd')
+        src, dest = rest
+        parts = dest.strip('/').split('/')
+        for i in range(1, len(parts)):
+            try:
+                os.mkdir('/sd/' + '/'.join(parts[:i]))
+            except OSError:
+                pass
+        with open(src, 'rb') as f, open('/sd/' + '/'.join(parts), 'wb') as g:
+            g.write(f.read())
+        os.umount('/sd')
     elif cmd == 'ls':
         os.mount(os.VfsFat(FileDev(image)), '/sd')
         walk('/sd')
