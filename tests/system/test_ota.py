@@ -95,6 +95,7 @@ def test_bundle_installs_with_make_ota_and_the_board_comes_back_on_the_new_versi
                         '--wait', '60'], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr + dev.console()[-3000:]
     assert 'sent 100%' in r.stdout
+    print(r.stdout)
     assert 'the board runs version 9.9.1-new' in r.stdout
     assert 'update confirmed' in r.stdout
     s = dev.status()
@@ -250,3 +251,24 @@ def test_power_cuts_at_every_write_of_an_install_leave_a_bootable_board(tmp_path
     # the cuts really landed everywhere, and both outcomes happened
     assert int(counts['installs']) > 30 and int(counts['trial']) > 3 and int(counts['rollback']) > 3
     assert int(counts['old']) > 10 and int(counts['new']) > 3
+
+
+def test_an_install_never_holds_the_bundle_in_memory(tmp_path, make_build):
+    """A 200 KB bundle installs in a VM whose whole heap is 96 KB (the firmware precompiled, as
+    on a board): it streams to the flash in 1 KB slices."""
+    make_build()
+    import random
+    big = bytes(random.Random(1).getrandbits(8) for _ in range(200 * 1024))
+    files = {'firmware/app.py': b'VERSION = "new"\n', 'firmware/www/big.bin': big}
+    mp, mpy = bundle.target('x64')
+    path = tmp_path / 'big.bundle'
+    path.write_bytes(bundle.pack(files, KEY, 'new', mp, mpy))
+    vm = os.path.join(ROOT, '.venv', 'bin', 'micropython')
+    env = dict(os.environ, MICROPYPATH='.frozen:' + BUILD + ':' + os.path.join(ROOT, 'tools', 'testkit', 'vm'))
+    r = subprocess.run([vm, '-X', 'heapsize=96K', os.path.join(ROOT, 'tools', 'testkit', 'vm', 'ota_powerloss.py'),
+                        'heap', str(path), str(tmp_path / 'flash.img')],
+                       capture_output=True, text=True, env=env, timeout=120)
+    print(r.stdout)
+    assert r.returncode == 0 and 'installed new' in r.stdout, r.stdout + r.stderr
+    out = r.stdout.splitlines()[-1].split()
+    assert int(out[3]) > 200 * 1024 and out[5] == 'new', r.stdout
