@@ -39,5 +39,6 @@ def test_deploy_dry_run_lists_the_mpremote_commands(make_build):
                 c + 'fs cp build/esp32/boot.py :boot.py', c + 'fs cp build/esp32/main.py :main.py']
     if os.path.exists(os.path.join(ROOT, 'config.json')):
         expected.append(c + 'fs cp config.json :config.json')
+    expected.append(c + "exec import os; 'ota.json' in os.listdir() and os.remove('ota.json')")
     expected.append(c + 'reset')
     assert lines == expected

@@ -22,6 +22,8 @@ def commands(port, build='build/esp32', config='config.json'):
     ]
     if config:
         cmds.append(c + ['fs', 'cp', config, ':config.json'])
+    # the version copied by cable runs next, not a slot an update over the air left active
+    cmds.append(c + ['exec', "import os; 'ota.json' in os.listdir() and os.remove('ota.json')"])
     cmds.append(c + ['reset'])
     return cmds
 
