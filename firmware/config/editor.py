@@ -98,8 +98,10 @@ def _keep_secrets(new, old):
         known = dict((ap.get('ssid'), ap.get('password')) for ap in old.get('wifi', {}).get('upstream', [])
                      if isinstance(ap, dict))
         for ap in ups:
-            if isinstance(ap, dict) and 'password' not in ap and known.get(ap.get('ssid')):
-                ap['password'] = known[ap.get('ssid')]
+            if isinstance(ap, dict):
+                ap.pop('password_set', None)      # as GET /settings shows them
+                if 'password' not in ap and known.get(ap.get('ssid')):
+                    ap['password'] = known[ap.get('ssid')]
     return new
 
 
