@@ -154,12 +154,20 @@ def test_each_kind_of_bad_bundle_is_refused_and_nothing_changes(board, tmp_path)
     s = dev.status()
     assert dev.board.boots == 1 and s['version'] == bundle.source_version()
     assert not (dev.flash / 'ota.json').exists()
+    from conftest import ADMIN
+    code, _, body = dev.get('admin', '/update', auth=ADMIN)
+    u = json.loads(body)
+    assert code == 200 and u['version'] == bundle.source_version() and u['enabled'] and not u['trial']
 
 
-def test_update_needs_the_login_and_a_key(board):
+def test_update_needs_the_login_and_a_key(board, firmware):
     dev = board()
     code, _, _ = dev.get('admin', '/update', data=b'ECAB1 ')
     assert code == 401
+    # no update.key (the default): no update over the air at all
+    off = firmware(name='nokey')
+    code, body = post(off, b'ECAB1 10\n')
+    assert code == 403 and 'set update.key' in body
 
 
 @pytest.fixture
