@@ -5,36 +5,10 @@ import json
 
 import pytest
 from conftest import ADMIN
-from testkit.helpers import need_binary
+from testkit.browser import chromium, wait
 
 WIDTHS = {'phone': (390, 844), 'desktop': (1280, 800)}
 TILES = ('alarm', 'camera', 'uplink', 'servers', 'telegram', 'time', 'heap', 'uptime', 'update')
-
-
-def chromium(tmp_path, size):
-    need_binary('chromium')
-    driver_path = need_binary('chromedriver', 'chromium-driver')
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = '/usr/bin/chromium'
-    for a in ('--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-              '--disable-background-networking', '--disable-component-update', '--disable-sync',
-              '--user-data-dir=%s' % (tmp_path / 'profile'), '--hide-scrollbars'):
-        opts.add_argument(a)
-    if size[0] < 500:    # a phone: its viewport, its pixel ratio of 1 for the screenshot checks
-        opts.add_experimental_option('mobileEmulation', {'deviceMetrics': {
-            'width': size[0], 'height': size[1], 'pixelRatio': 1.0, 'mobile': True, 'touch': True}})
-    else:
-        opts.add_argument('--window-size=%d,%d' % size)
-    drv = webdriver.Chrome(service=Service(driver_path), options=opts)
-    drv.set_page_load_timeout(20)
-    return drv
-
-
-def wait(drv, js, timeout=20):
-    from selenium.webdriver.support.ui import WebDriverWait
-    return WebDriverWait(drv, timeout).until(lambda d: d.execute_script(js))
 
 
 def rect(drv, id_):

@@ -280,3 +280,25 @@ def test_an_install_never_holds_the_bundle_in_memory(tmp_path, make_build):
     assert r.returncode == 0 and 'installed new' in r.stdout, r.stdout + r.stderr
     out = r.stdout.splitlines()[-1].split()
     assert int(out[3]) > 200 * 1024 and out[5] == 'new', r.stdout
+
+
+@pytest.mark.timeout(180)
+def test_a_bundle_uploaded_from_the_admin_page_installs(board, tmp_path):
+    """The page's Update section, opened with the login in the URL, sends the file with XHR."""
+    from conftest import ADMIN
+    from testkit.browser import chromium, wait
+    dev = board()
+    path = tmp_path / 'page.bundle'
+    path.write_bytes(bundle.make(BUILD, KEY, 'x64', '9.9.5-page'))
+    drv = chromium(tmp_path)
+    try:
+        drv.get('http://%s:%s@127.0.0.1:%d/' % (ADMIN[0], ADMIN[1], dev.ports['admin']))
+        wait(drv, "return document.querySelector('#t-update span').textContent.startsWith('%s')"
+             % bundle.source_version())
+        drv.find_element('id', 'bundle').send_keys(str(path))
+        drv.execute_script("document.getElementById('send').click()")
+        wait(drv, "return document.getElementById('upd').textContent.includes('installed 9.9.5-page')", 60)
+    finally:
+        drv.quit()
+    s = wait_status(dev, lambda s: s['version'] == '9.9.5-page' and not s['update']['trial'], 90)
+    assert s['update']['slot'] == 'slots/a'
