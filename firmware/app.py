@@ -7,10 +7,10 @@ import time
 
 from firmware.alarm.panel import Alarm
 from firmware.camera.service import CameraService
+from firmware.core import store
 from firmware.core.commands import BadArgs, CommandError, Commands
 from firmware.core.events import ALARM, Bus
 from firmware.core.log import Log
-from firmware.core import store
 from firmware.core.recovery import Recovery
 from firmware.core.supervisor import Supervisor
 from firmware.net.internet import Internet
