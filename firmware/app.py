@@ -7,7 +7,7 @@ import time
 
 from firmware.alarm.panel import Alarm
 from firmware.camera.service import CameraService
-from firmware.core import store
+from firmware.core import aio, store
 from firmware.core.commands import BadArgs, CommandError, Commands
 from firmware.core.events import ALARM, Bus
 from firmware.core.log import Log
@@ -74,8 +74,13 @@ class App:
             self._exposure()
         self.stream = StreamServer(self.cam, cfg.http, log, guard=self._guard)
         self.control = ControlServer(self.cam, cfg.http, log, guard=self._guard)
-        self.admin = AdminServer(cfg.admin, self.commands, self.status, log,
-                                 mount=self._admin_routes)
+        self.admin = AdminServer(cfg.admin, self.commands, self.status, log, lazy={
+            'update': ('firmware.web.update', (cfg.update, log, self.update_status,
+                                               self.recovery.reboot_soon, [])),
+            'settings': ('firmware.web.settings', ('config.json', cfg, log,
+                                                   lambda: self.wifi.state == 'connected', {}))})
+        # microdot checks the body size before any handler: a bundle may be the whole flash
+        aio.large_bodies(self.admin.app, ('/update',), 4 << 20)
         log.secret(cfg.update.key)
         self.update = {}
         self.trial = None
@@ -116,12 +121,6 @@ class App:
         self.mgmt.alarm('alarm_test' if ev.reason == 'test' else 'esp32_cam_motion_detected')
 
     # --- update over the air -------------------------------------------------------------
-    def _admin_routes(self, app):
-        from firmware.web import settings, update
-        update.mount(app, self.cfg.update, self.log, self.update_status, self.recovery.reboot_soon)
-        settings.mount(app, 'config.json', self.cfg, self.log,
-                       connected=lambda: self.wifi.state == 'connected')
-
     def update_status(self):
         s = dict(self.update)
         s['version'] = VERSION
