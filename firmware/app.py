@@ -130,18 +130,6 @@ class App:
             s['problem'] = self.trial.problem
         return s
 
-    def _health(self):
-        """None when this version is healthy, else what is wrong (the update trial's test)."""
-        from firmware.ota.trial import PROGRESS_S
-        for name, t in self.sup.status().items():
-            if t['critical'] and (not t['running'] or t.get('beat_age_s', 0) > PROGRESS_S):
-                return 'task %s makes no progress' % name
-        if len(self.listeners) < 3:
-            return 'servers not listening yet'
-        if self.wifi.state != 'connected' and not self.wifi.ap_on:
-            return 'neither uplink nor access point is up'
-        return None
-
     def _start_update(self):
         """ota.json (boot.py's choice): the update status; the trial of a new version, or the
         report of a rollback. firmware/ota/trial.py is loaded only then."""
@@ -160,8 +148,8 @@ class App:
         if st.get('trial'):
             import machine
             from firmware.ota import trial
-            self.trial = trial.Trial(self.log, machine, self._health, self.cfg.update.confirm_s,
-                                     feed_after=not self.sup.watchdog_s)
+            self.trial = trial.Trial(self.log, machine, self.sup, self.listeners, self.wifi,
+                                     self.cfg.update.confirm_s)
             self.sup.spawn('update-trial', self.trial.run)
 
     # --- commands shared by HTTP, LFCP and Telegram ------------------------------------------
