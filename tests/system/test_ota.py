@@ -13,7 +13,6 @@ from sim.simulate import SIM
 from testkit.paths import ROOT
 
 
-
 def _load_bundle():
     import importlib.util
     spec = importlib.util.spec_from_file_location('bundle', os.path.join(ROOT, 'tools', 'build', 'bundle.py'))
