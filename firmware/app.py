@@ -7,7 +7,7 @@ import time
 
 from firmware.alarm.panel import Alarm, detection_missing
 from firmware.camera.service import CameraService
-from firmware.core import store
+from firmware.core import aio, store
 from firmware.core.commands import BadArgs, CommandError, Commands
 from firmware.core.events import ALARM, CLIP, Bus
 from firmware.core.log import Log
@@ -90,8 +90,13 @@ class App:
             bus.on(ALARM, self._alarm_clip)
         self.stream = StreamServer(self.cam, cfg.http, log, guard=self._guard)
         allow_origins(cfg.http.cors_origins)
-        self.admin = AdminServer(cfg.admin, self.commands, self.status, log,
-                                 mount=self._admin_routes)
+        self.admin = AdminServer(cfg.admin, self.commands, self.status, log, lazy={
+            'update': ('firmware.web.update', (cfg.update, log, self.update_status,
+                                               self.recovery.reboot_soon, [])),
+            'settings': ('firmware.web.settings', ('config.json', cfg, log,
+                                                   lambda: self.wifi.state == 'connected', {}))})
+        # microdot checks the body size before any handler: a bundle may be the whole flash
+        aio.large_bodies(self.admin.app, ('/update',), 4 << 20)
         self.gate = ControlGate(cfg.control.open, self.alarm.armed,
                                 self.admin.login if cfg.admin.password else None, log)
         self.control = ControlServer(self.cam, cfg.http, log, guard=self._guard, gate=self.gate)
@@ -190,12 +195,6 @@ class App:
         self.mgmt.alarm('alarm_test' if ev.reason == 'test' else 'esp32_cam_motion_detected')
 
     # --- update over the air -------------------------------------------------------------
-    def _admin_routes(self, app):
-        from firmware.web import settings, update
-        update.mount(app, self.cfg.update, self.log, self.update_status, self.recovery.reboot_soon)
-        settings.mount(app, 'config.json', self.cfg, self.log,
-                       connected=lambda: self.wifi.state == 'connected')
-
     def update_status(self):
         s = dict(self.update)
         s['version'] = VERSION
@@ -204,18 +203,6 @@ class App:
             s['trial'] = not self.trial.confirmed
             s['problem'] = self.trial.problem
         return s
-
-    def _health(self):
-        """None when this version is healthy, else what is wrong (the update trial's test)."""
-        from firmware.ota.trial import PROGRESS_S
-        for name, t in self.sup.status().items():
-            if t['critical'] and (not t['running'] or t.get('beat_age_s', 0) > PROGRESS_S):
-                return 'task %s makes no progress' % name
-        if len(self.listeners) < 3:
-            return 'servers not listening yet'
-        if self.wifi.state != 'connected' and not self.wifi.ap_on:
-            return 'neither uplink nor access point is up'
-        return None
 
     def _start_update(self):
         """ota.json (boot.py's choice): the update status; the trial of a new version, or the
@@ -236,8 +223,8 @@ class App:
             import machine
 
             from firmware.ota import trial
-            self.trial = trial.Trial(self.log, machine, self._health, self.cfg.update.confirm_s,
-                                     feed_after=not self.sup.watchdog_s)
+            self.trial = trial.Trial(self.log, machine, self.sup, self.listeners, self.wifi,
+                                     self.cfg.update.confirm_s)
             self.sup.spawn('update-trial', self.trial.run)
 
     # --- commands shared by HTTP, LFCP and Telegram ------------------------------------------

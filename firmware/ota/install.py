@@ -10,8 +10,8 @@ room on the flash) or as it streams (each file's hash), and the switch is one at
 ota.json, done only when the whole slot has been read back from the flash and verified.
 
 Slots: '' is the flash root (what `make deploy` installs), 'slots/a' and 'slots/b' the updates.
-The slot being written is never the active one nor the previous one, so a refusal or a power
-cut at any point leaves the installed versions as they were.
+The slot being written is never the active one (it holds the oldest version), so a refusal or
+a power cut at any point leaves the running version and its fallback as they were.
 """
 import asyncio
 import binascii

@@ -46,14 +46,27 @@ def report(st, log, notify):
 
 
 class Trial:
-    def __init__(self, log, machine, healthy, confirm_s, feed_after=True):
+    def __init__(self, log, machine, sup, listeners, wifi, confirm_s):
         self.log = log
         self.machine = machine
-        self.healthy = healthy          # fn() -> None when healthy, else what is wrong
+        self.sup = sup
+        self.listeners = listeners      # the servers' listeners, as they start
+        self.wifi = wifi
         self.confirm_s = confirm_s
-        self.feed_after = feed_after    # no supervisor watchdog: keep boot.py's one fed
+        self.feed_after = not sup.watchdog_s    # no supervisor watchdog: keep boot.py's fed
         self.problem = None
         self.confirmed = False
+
+    def healthy(self):
+        """None when this version is healthy, else what is wrong."""
+        for name, t in self.sup.status().items():
+            if t['critical'] and (not t['running'] or t.get('beat_age_s', 0) > PROGRESS_S):
+                return 'task %s makes no progress' % name
+        if len(self.listeners) < 3:
+            return 'servers not listening yet'
+        if self.wifi.state != 'connected' and not self.wifi.ap_on:
+            return 'neither uplink nor access point is up'
+        return None
 
     async def run(self):
         # with the supervisor's watchdog on, its WDT() has taken over boot.py's; without, this

@@ -7,6 +7,7 @@ POST with no Origin at all) is refused so a browser with cached credentials cann
 foreign site. Wrong passwords are throttled per client and globally (web/access.py).
 """
 import json
+import sys
 
 from microdot import Microdot, Response
 
@@ -17,7 +18,7 @@ from firmware.web.access import Login
 
 
 class AdminServer:
-    def __init__(self, cfg, commands, status, log, mount=None):
+    def __init__(self, cfg, commands, status, log, lazy=None):
         self.user = cfg.user
         self.password = cfg.password
         self.login = Login(cfg.user, cfg.password)
@@ -69,8 +70,22 @@ class AdminServer:
                 return web.error(503, e.args[0])
             return Response({'ok': True, 'result': text or 'done'})
 
-        if mount:       # the settings and update routes (web/settings.py, web/update.py)
-            mount(app)
+        if lazy:
+            # {'settings': (module, ctx), ...}: /settings... and /update are served by modules
+            # loaded for the request and dropped after it: no heap between requests
+            @app.route('/<path:path>', methods=['GET', 'POST'])
+            async def lazy_route(req, path):
+                top = lazy.get(path.split('/')[0])
+                if top is None:
+                    return web.error(404, 'not found: /' + path)
+                __import__(top[0])
+                try:
+                    return await sys.modules[top[0]].handle(req, path, top[1])
+                finally:
+                    parent, _, leaf = top[0].rpartition('.')
+                    sys.modules.pop(top[0], None)
+                    if hasattr(sys.modules[parent], leaf):
+                        delattr(sys.modules[parent], leaf)
 
     def check(self, req):
         if not self.password:

@@ -5,36 +5,10 @@ import json
 
 import pytest
 from conftest import ADMIN
-from testkit.helpers import need_binary
+from testkit.browser import chromium, wait
 
 WIDTHS = {'phone': (390, 844), 'desktop': (1280, 800)}
 TILES = ('alarm', 'camera', 'uplink', 'servers', 'telegram', 'time', 'heap', 'uptime', 'update')
-
-
-def chromium(tmp_path, size):
-    need_binary('chromium')
-    driver_path = need_binary('chromedriver', 'chromium-driver')
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = '/usr/bin/chromium'
-    for a in ('--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-              '--disable-background-networking', '--disable-component-update', '--disable-sync',
-              '--user-data-dir=%s' % (tmp_path / 'profile'), '--hide-scrollbars'):
-        opts.add_argument(a)
-    if size[0] < 500:    # a phone: its viewport, its pixel ratio of 1 for the screenshot checks
-        opts.add_experimental_option('mobileEmulation', {'deviceMetrics': {
-            'width': size[0], 'height': size[1], 'pixelRatio': 1.0, 'mobile': True, 'touch': True}})
-    else:
-        opts.add_argument('--window-size=%d,%d' % size)
-    drv = webdriver.Chrome(service=Service(driver_path), options=opts)
-    drv.set_page_load_timeout(20)
-    return drv
-
-
-def wait(drv, js, timeout=20):
-    from selenium.webdriver.support.ui import WebDriverWait
-    return WebDriverWait(drv, timeout).until(lambda d: d.execute_script(js))
 
 
 def rect(drv, id_):
@@ -100,7 +74,10 @@ def test_settings_change_from_the_page_with_validation(firmware, tmp_path):
     try:
         drv.get('http://%s:%s@127.0.0.1:%d/' % (ADMIN[0], ADMIN[1], dev.ports['admin']))
         wait(drv, "return !!document.getElementById('set-camera-quality')")
-        # a secret is never in the page
+        # a field for every key of every section, and no secret in the page
+        from firmware.config import schema
+        ids = set(drv.execute_script("return [...document.querySelectorAll('#settings [id^=set-]')].map(e=>e.id)"))
+        assert ids == set('set-%s-%s' % (s, k) for s in schema.SCHEMA for k in schema.SCHEMA[s])
         assert ADMIN[1] not in drv.page_source and 'home-pass-1' not in drv.page_source
         drv.execute_script("document.getElementById('sec-camera').open=true;"
                            "const e=document.getElementById('set-camera-quality');e.value='5';"
@@ -115,6 +92,14 @@ def test_settings_change_from_the_page_with_validation(firmware, tmp_path):
                            "document.getElementById('set-alarm-event_gap_s').value='9';"
                            "document.getElementById('save-alarm').click()")
         wait(drv, "return document.getElementById('saved-alarm').textContent.includes('applied now: alarm.event_gap_s')")
+        # the upstream list, edited as shown (passwords only as password_set), keeps the password
+        drv.execute_script("document.getElementById('sec-wifi').open=true;"
+                           "const e=document.getElementById('set-wifi-upstream');"
+                           "const v=JSON.parse(e.value);v.push({ssid:'spare',password:'spare-pass-1'});"
+                           "e.value=JSON.stringify(v);document.getElementById('save-wifi').click()")
+        wait(drv, "return document.getElementById('saved-wifi').textContent.startsWith('✓ saved')")
+        assert json.loads((dev.flash / 'config.json').read_text())['wifi']['upstream'] == [
+            {'ssid': 'home', 'password': 'home-pass-1'}, {'ssid': 'spare', 'password': 'spare-pass-1'}]
         drv.save_screenshot(str(tmp_path / 'settings-phone.png'))
     finally:
         drv.quit()

@@ -94,6 +94,7 @@ def test_bundle_installs_with_make_ota_and_the_board_comes_back_on_the_new_versi
                         '--wait', '60'], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr + dev.console()[-3000:]
     assert 'sent 100%' in r.stdout
+    print(r.stdout)
     assert 'the board runs version 9.9.1-new' in r.stdout
     assert 'update confirmed' in r.stdout
     s = dev.status()
@@ -152,12 +153,20 @@ def test_each_kind_of_bad_bundle_is_refused_and_nothing_changes(board, tmp_path)
     s = dev.status()
     assert dev.board.boots == 1 and s['version'] == bundle.source_version()
     assert not (dev.flash / 'ota.json').exists()
+    from conftest import ADMIN
+    code, _, body = dev.get('admin', '/update', auth=ADMIN)
+    u = json.loads(body)
+    assert code == 200 and u['version'] == bundle.source_version() and u['enabled'] and not u['trial']
 
 
-def test_update_needs_the_login_and_a_key(board):
+def test_update_needs_the_login_and_a_key(board, firmware):
     dev = board()
     code, _, _ = dev.get('admin', '/update', data=b'ECAB1 ')
     assert code == 401
+    # no update.key (the default): no update over the air at all
+    off = firmware(name='nokey')
+    code, body = post(off, b'ECAB1 10\n')
+    assert code == 403 and 'set update.key' in body
 
 
 @pytest.fixture
@@ -249,3 +258,46 @@ def test_power_cuts_at_every_write_of_an_install_leave_a_bootable_board(tmp_path
     # the cuts really landed everywhere, and both outcomes happened
     assert int(counts['installs']) > 30 and int(counts['trial']) > 3 and int(counts['rollback']) > 3
     assert int(counts['old']) > 10 and int(counts['new']) > 3
+
+
+def test_an_install_never_holds_the_bundle_in_memory(tmp_path, make_build):
+    """A 200 KB bundle installs in a VM whose whole heap is 96 KB (the firmware precompiled, as
+    on a board): it streams to the flash in 1 KB slices."""
+    make_build()
+    import random
+    big = bytes(random.Random(1).getrandbits(8) for _ in range(200 * 1024))
+    files = {'firmware/app.py': b'VERSION = "new"\n', 'firmware/www/big.bin': big}
+    mp, mpy = bundle.target('x64')
+    path = tmp_path / 'big.bundle'
+    path.write_bytes(bundle.pack(files, KEY, 'new', mp, mpy))
+    vm = os.path.join(ROOT, '.venv', 'bin', 'micropython')
+    env = dict(os.environ, MICROPYPATH='.frozen:' + BUILD + ':' + os.path.join(ROOT, 'tools', 'testkit', 'vm'))
+    r = subprocess.run([vm, '-X', 'heapsize=96K', os.path.join(ROOT, 'tools', 'testkit', 'vm', 'ota_powerloss.py'),
+                        'heap', str(path), str(tmp_path / 'flash.img')],
+                       capture_output=True, text=True, env=env, timeout=120)
+    print(r.stdout)
+    assert r.returncode == 0 and 'installed new' in r.stdout, r.stdout + r.stderr
+    out = r.stdout.splitlines()[-1].split()
+    assert int(out[3]) > 200 * 1024 and out[5] == 'new', r.stdout
+
+
+@pytest.mark.timeout(180)
+def test_a_bundle_uploaded_from_the_admin_page_installs(board, tmp_path):
+    """The page's Update section, opened with the login in the URL, sends the file with XHR."""
+    from conftest import ADMIN
+    from testkit.browser import chromium, wait
+    dev = board()
+    path = tmp_path / 'page.bundle'
+    path.write_bytes(bundle.make(BUILD, KEY, 'x64', '9.9.5-page'))
+    drv = chromium(tmp_path)
+    try:
+        drv.get('http://%s:%s@127.0.0.1:%d/' % (ADMIN[0], ADMIN[1], dev.ports['admin']))
+        wait(drv, "return document.querySelector('#t-update span').textContent.startsWith('%s')"
+             % bundle.source_version())
+        drv.find_element('id', 'bundle').send_keys(str(path))
+        drv.execute_script("document.getElementById('send').click()")
+        wait(drv, "return document.getElementById('upd').textContent.includes('installed 9.9.5-page')", 60)
+    finally:
+        drv.quit()
+    s = wait_status(dev, lambda s: s['version'] == '9.9.5-page' and not s['update']['trial'], 90)
+    assert s['update']['slot'] == 'slots/a'

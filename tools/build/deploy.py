@@ -7,7 +7,8 @@ interrupt and soft reset) cannot cut a copy:
 2. write the flag file `maintenance` and reset the board: main.py then starts no watchdog and no
    servers and hands the board to the REPL (the reset stops a running watchdog);
 3. ONE mpremote session: remove the old firmware/ and lib/ (files of an older layout go with
-   them; config and state files stay), copy the build and config.json, remove the flag, reset.
+   them; config and state files stay) and what an update over the air left (slots/, ota.json),
+   copy the build and config.json, remove the flag, reset.
 If step 3 is cut (cable, power), the flag stays: the board boots to maintenance again and
 `make deploy` can simply be rerun.
 
@@ -25,8 +26,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # MPREMOTE: another mpremote (the tests put a stand-in there)
 MPREMOTE = os.environ.get('MPREMOTE') or os.path.join(os.path.dirname(sys.executable), 'mpremote')
 FLAG = 'maintenance'
-# What may be left of an older firmware on the board: code only, never config or state files.
-CODE_DIRS = ('firmware', 'lib')
+# What may be left of an older firmware on the board: code only, never config or state files,
+# and what an update over the air left (its slots and ota.json): the version copied by cable is
+# the one that runs next.
+CODE_DIRS = ('firmware', 'lib', 'slots', 'ota.json')
 # Runs on the board: remove the code folders whole (a missing one is fine: a fresh board).
 _REMOVE = ("import os\n"
            "def rm(p):\n"

@@ -117,8 +117,9 @@ def main(argv=None):
         return 2
     print('ota: %s runs version %s; sending %s (%d KB)' % (a.host, before.get('version'),
                                                           version, len(data) // 1024))
+    t0 = time.time()
     code, body = push(host, port, auth, data)
-    print('ota: board answered %d: %s' % (code, body.strip()))
+    print('ota: board answered %d after %.1f s: %s' % (code, time.time() - t0, body.strip()))
     if code != 200:
         return 1
     return wait_verdict(host, port, auth, version, before, t_before, a.wait)

@@ -8,6 +8,9 @@
                         boot.py picks a slot, and that slot must hold a complete version (every
                         file as its manifest says, or the root's original files).
 Prints "ok installs=N trial=N rollback=N old=N new=N" or "NOT BOOTABLE ..." (exit 1).
+
+  heap BUNDLE IMAGE     installs the bundle from its file onto a file-backed flash; run with a
+                        -X heapsize smaller than the bundle, it shows the bundle never sits in RAM
 """
 import asyncio
 import binascii
@@ -16,7 +19,8 @@ import json
 import os
 import sys
 
-from recovery_powerloss import BLOCKS, BS, MemFlash, mount, umount
+import recovery_powerloss as flash
+from recovery_powerloss import BS, MemFlash, mount, umount
 
 from firmware.core import store
 from firmware.ota import install
@@ -41,7 +45,7 @@ class Machine:
 
 
 def base_image(boot_py):
-    data = bytearray(b'\xff' * (BS * BLOCKS))
+    data = bytearray(b'\xff' * (BS * flash.BLOCKS))
     dev = MemFlash(data)
     os.VfsLfs2.mkfs(dev)
     mount(dev)
@@ -81,8 +85,13 @@ def boot(boot_py):
 
 def sha(path):
     h = hashlib.sha256()
+    buf = bytearray(1024)
     with open(path, 'rb') as f:
-        h.update(f.read())
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                break
+            h.update(memoryview(buf)[:n])
     return binascii.hexlify(h.digest()).decode()
 
 
@@ -180,4 +189,28 @@ def main(bundle_path, boot_path):
     print('ok', ' '.join('%s=%d' % (k, counts[k]) for k in sorted(counts)))
 
 
-main(sys.argv[1], sys.argv[2])
+def heap(bundle_path, image):
+    """Run under a small -X heapsize: the bundle streams from a file onto a file-backed flash."""
+    flash.BLOCKS = 96         # room for a bundle larger than the whole heap
+    flash.fmt(image)
+    mount(flash.FileFlash(image))
+    for path, text in OLD.items():
+        install.makedirs(path.rsplit('/', 1)[0])
+        with open(path, 'w') as f:
+            f.write(text)
+    src = open(bundle_path, 'rb')
+    size = src.seek(0, 2)
+    src.seek(0)
+
+    async def read(buf):
+        return src.readinto(buf)
+
+    m = asyncio.run(install.Installer('test-update-key-0123456789', Log(), 30).run(read, size))
+    print('installed', m['version'], 'bundle', size, 'verdict', bootable('slots/a'))
+    umount()
+
+
+if sys.argv[1] == 'heap':
+    heap(sys.argv[2], sys.argv[3])
+else:
+    main(sys.argv[1], sys.argv[2])
