@@ -175,7 +175,7 @@ def test_deploy_dry_run_lists_the_mpremote_commands(make_build):
     assert r.returncode == 0, r.stdout + r.stderr
     lines = [l for l in r.stdout.splitlines() if l.startswith('mpremote')]
     c = 'mpremote connect /dev/ttyUSB7 '
-    copy = (c + 'exec <remove firmware lib> + fs cp -r build/esp32/firmware : + fs cp -r build/esp32/lib : '
+    copy = (c + 'exec <remove firmware lib slots ota.json> + fs cp -r build/esp32/firmware : + fs cp -r build/esp32/lib : '
             '+ fs cp build/esp32/boot.py :boot.py + fs cp build/esp32/main.py :main.py')
     if os.path.exists(os.path.join(ROOT, 'config.json')):
         copy += ' + fs cp config.json :config.json'
