@@ -15,7 +15,7 @@ from firmware.core.supervisor import Supervisor
 from firmware.net.internet import Internet
 from firmware.net.wifi import Wifi
 from firmware.web.admin import AdminServer
-from firmware.web.common import Listener, allow_origins, quiet
+from firmware.web.common import Budget, Listener, allow_origins, quiet
 from firmware.web.control import ControlServer
 from firmware.web.access import ControlGate
 from firmware.web.stream import StreamServer
@@ -72,6 +72,7 @@ class App:
                                 self.admin.login if cfg.admin.password else None, log)
         self.control = ControlServer(self.cam, cfg.http, log, guard=self._guard, gate=self.gate)
         self.listeners = []
+        self.budget = Budget(cfg.http)
         quiet(log)
         self._register()
 
@@ -189,6 +190,7 @@ class App:
             'admin_denied': self.admin.denied,
             'login': self.admin.login.status(),
             'control_refused': self.gate.refused,
+            'connections': self.budget.status(),
             'log': [l[2] for l in self.log.tail(20)],
             'evidence': [[l[0], l[2]] for l in self.log.evidence],
         }
@@ -213,12 +215,15 @@ class App:
             self._spawn_telegram()
         if self.exposure:
             sup.spawn('upnp', self.exposure.run)
-        for app, port in ((self.control.app, h.control_port), (self.stream.app, h.stream_port),
-                          (self.admin.app, h.admin_port)):
-            listener = Listener(app, h.bind, port, h.backlog, self.log,
+        for name, app, port in (('control', self.control.app, h.control_port),
+                                ('stream', self.stream.app, h.stream_port),
+                                ('admin', self.admin.app, h.admin_port)):
+            listener = Listener(app, h.bind, port, h.backlog, self.log, self.budget,
+                                admin=app is self.admin.app,
                                 on_connect=self.stream.make_room if app is self.stream.app else None)
-            await listener.start()
             self.listeners.append(listener)
+            sup.spawn('http-' + name, listener.run)
+        sup.spawn('http-timeouts', self.budget.reap)
         self.log('listening: control :%d, stream :%d, admin :%d' % (
             h.control_port, h.stream_port, h.admin_port))
         if not self.cfg.admin.password:
