@@ -176,8 +176,8 @@ class Budget:
     out (LFCP's UDP socket is opened at boot and kept). One client address holds at most
     `per_client` connections on a port (one less than the reserve on the admin port): a new one
     replaces its oldest. When a port's share is full, the connection that has waited longest
-    without sending its request is dropped to make room; with none idle, the newcomer is refused
-    with 503 and Retry-After.
+    without sending its request is dropped to make room (a real client sends its request at
+    once); with none idle, the newcomer is refused with 503 and Retry-After.
     """
 
     def __init__(self, cfg):
@@ -289,6 +289,9 @@ class Listener:
                 conn[2] = aio.Reader(aio.stream(s, addr))
                 conn[3] = asyncio.create_task(self._serve(conn))
                 b.conns.append(conn)
+                # let it read a request that came with it before the next accept: a burst of
+                # idle connections then evicts each other, not the client that spoke at once
+                await asyncio.sleep_ms(0)
             except MemoryError:
                 # No heap for this connection's task: refuse it, never the listener.
                 self.no_memory += 1
