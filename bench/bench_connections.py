@@ -224,6 +224,8 @@ def slow_viewers(seconds=20):
             stop.set()
             t.join(5)
             st = status(ports)
+            if os.environ.get('BENCH_DEBUG'):
+                print(st['stream'], st['camera'], st['log'][-5:])
             print('| 8 x 6 KB/s, then 1 viewer | %s | %s | %d | %5.1f | %s | %s |' % (
                 fmt(first_drop), fmt(served), refused, fps,
                 again.split(b'\r\n')[0].decode('latin-1')[:28],
