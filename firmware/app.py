@@ -18,7 +18,7 @@ from firmware.net.wifi import Wifi
 from firmware.version import VERSION
 from firmware.web.access import ControlGate
 from firmware.web.admin import AdminServer
-from firmware.web.common import Listener, allow_origins, quiet
+from firmware.web.common import Budget, Listener, allow_origins, quiet
 from firmware.web.control import ControlServer
 from firmware.web.stream import StreamServer
 
@@ -104,6 +104,7 @@ class App:
         self.update = {}
         self.trial = None
         self.listeners = []
+        self.budget = Budget(cfg.http)
         quiet(log)
         self._register()
 
@@ -330,6 +331,7 @@ class App:
             'admin_denied': self.admin.denied,
             'login': self.admin.login.status(),
             'control_refused': self.gate.refused,
+            'connections': self.budget.status(),
             'log': [l[2] for l in self.log.tail(20)],
             'evidence': [[l[0], l[2]] for l in self.log.evidence],
         }
@@ -364,12 +366,15 @@ class App:
         if self.card:
             sup.spawn('card', self.card.run)
         self._start_update()
-        for app, port in ((self.control.app, h.control_port), (self.stream.app, h.stream_port),
-                          (self.admin.app, h.admin_port)):
-            listener = Listener(app, h.bind, port, h.backlog, self.log,
+        for name, app, port in (('control', self.control.app, h.control_port),
+                                ('stream', self.stream.app, h.stream_port),
+                                ('admin', self.admin.app, h.admin_port)):
+            listener = Listener(app, h.bind, port, h.backlog, self.log, self.budget,
+                                admin=app is self.admin.app,
                                 on_connect=self.stream.make_room if app is self.stream.app else None)
-            await listener.start()
             self.listeners.append(listener)
+            sup.spawn('http-' + name, listener.run)
+        sup.spawn('http-timeouts', self.budget.reap)
         self.log('listening: control :%d, stream :%d, admin :%d' % (
             h.control_port, h.stream_port, h.admin_port))
         if not self.cfg.admin.password:

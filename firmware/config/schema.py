@@ -199,9 +199,9 @@ SCHEMA = {
         'backlog': (int, 16, (1, 64)),
         'cors_origins': (list, [], _origins),
         'request_timeout_s': (int, 5, (1, 60)),
-        'max_connections': (int, 12, (2, 64)),
-        'per_client': (int, 4, (1, 64)),
-        'admin_reserve': (int, 2, (1, 16)),
+        'max_connections': (int, 9, (2, 64)),
+        'per_client': (int, 8, (1, 64)),
+        'admin_reserve': (int, 3, (2, 16)),
     },
     'control': {
         'open': (list, [], _control_vars),

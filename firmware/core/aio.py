@@ -5,8 +5,13 @@ which copies what the socket does not take at once), and microdot keeps the conn
 in `req.sock` and prints a traceback per unparseable request. The firmware needs all three (a
 frame written from memory, UDP and raw TLS sockets on the loop, a quiet console), so they live
 here: an asyncio or microdot upgrade is checked against this file alone.
+
+The servers also accept their own connections (`listen`, `accept`): asyncio's start_server runs
+its accept loop in a task of its own that dies for good on the first MemoryError, and it creates
+a task and a Stream for every connection before anyone can refuse it.
 """
 import asyncio
+import socket
 
 
 # async: `await readable(sock)` returns when the loop's poller says the socket can be read
@@ -64,6 +69,64 @@ def large_bodies(app, paths, limit):
         return await dispatch(req)
 
     app.dispatch_request = dispatch_request
+
+
+def listen(host, port, backlog):
+    """A non-blocking listening TCP socket (errors, e.g. the port in use, raise here, at boot)."""
+    ai = socket.getaddrinfo(host, port)[0]
+    s = socket.socket()
+    s.setblocking(False)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(ai[-1])
+    s.listen(backlog)
+    return s
+
+
+async def accept(lsock):
+    """The next connection: (socket, peer address). OSError when accept itself fails (no
+    socket left, say): the caller counts it and goes on."""
+    yield asyncio.core._io_queue.queue_read(lsock)
+    s, addr = lsock.accept()
+    s.setblocking(False)
+    return s, addr
+
+
+def stream(s, addr):
+    """The asyncio Stream a microdot app reads a request from and writes its answer to."""
+    return asyncio.StreamWriter(s, {'peername': addr})
+
+
+class Reader:
+    """The request side of a connection, for microdot: `reading` stays True until the blank line
+    that ends the headers, so the server can tell a connection still sending its request (an
+    idle one holds one of a board's ~16 sockets) from one being answered."""
+
+    def __init__(self, stream):
+        self.s = stream
+        self.reading = True
+
+    async def readline(self):
+        line = await self.s.readline()
+        if line in (b'\r\n', b'\n', b''):
+            self.reading = False
+        return line
+
+    async def readexactly(self, n):
+        return await self.s.readexactly(n)
+
+    async def read(self, n=-1):
+        return await self.s.read(n)
+
+
+def refuse(s, text):
+    """Answer a connection refused at accept with a short HTTP text, without waiting: the
+    socket's buffer takes a few hundred bytes at once, and a client that reads nothing loses
+    nothing but this."""
+    try:
+        s.write(text)
+    except OSError:
+        pass
+    s.close()
 
 
 def host_of(addr):

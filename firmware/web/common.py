@@ -6,6 +6,8 @@ raise it, so a burst of viewers connecting at once loses SYNs and waits a second
 app, closing the socket whatever the handler raised.
 """
 import asyncio
+import gc
+import time
 
 from microdot import Request, Response
 
@@ -168,42 +170,157 @@ def quiet(log):
     aio.on_bad_request(lambda e: log.warn('http: bad request:', repr(e)))
 
 
-class Listener:
-    """One app on one port, with our backlog; close() stops accepting."""
+class Budget:
+    """The connections the three servers may hold together, as a board's ~16 sockets allow.
 
-    def __init__(self, app, host, port, backlog, log, on_connect=None):
+    The control and stream ports share `max_connections`; the admin port has `admin_reserve` of
+    its own that they can never take, so a flood on the camera's ports never locks the owner
+    out (LFCP's UDP socket is opened at boot and kept). One client address holds at most
+    `per_client` connections on a port (one less than the reserve on the admin port): a new one
+    replaces its oldest. When a port's share is full, the connection that has waited longest
+    without sending its request is dropped to make room (a real client sends its request at
+    once); with none idle, the newcomer is refused with 503 and Retry-After.
+    """
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.conns = []             # [listener, host, aio.Reader, task, ticks_ms accepted]
+        self.refused = 0
+        self.evicted = 0
+        self.timeouts = 0
+
+    def _share(self, admin):
+        c = self.cfg
+        return (c.admin_reserve, max(1, c.admin_reserve - 1)) if admin \
+            else (c.max_connections, c.per_client)
+
+    def admit(self, listener, host):
+        """None when a connection from `host` may be served now (room was made if needed), else
+        why not."""
+        limit, per = self._share(listener.admin)
+        mine = 0
+        used = 0
+        idle = None
+        oldest = None
+        for c in self.conns:
+            if c[0].admin != listener.admin:
+                continue
+            used += 1
+            if c[0] is listener and c[1] == host:
+                mine += 1
+                if oldest is None or time.ticks_diff(c[4], oldest[4]) < 0:
+                    oldest = c
+            if c[2].reading and (idle is None or time.ticks_diff(c[4], idle[4]) < 0):
+                idle = c
+        if mine >= per:
+            # its oldest connection gives way (a viewer that reconnects replaces its last one,
+            # whose disconnect may not be noticed yet): a client only ever competes with itself
+            self._drop(oldest)
+        elif used >= limit:
+            if idle is None:
+                return 'all %d connections busy' % limit
+            self._drop(idle)
+        return None
+
+    def _drop(self, c):
+        self.evicted += 1
+        self.conns.remove(c)
+        c[3].cancel()
+
+    async def reap(self):
+        """Close connections whose request is not complete `request_timeout_s` after they
+        were accepted (one timer for all: nothing is allocated per request for it)."""
+        while True:
+            await asyncio.sleep_ms(500)
+            now = time.ticks_ms()
+            limit = self.cfg.request_timeout_s * 1000
+            for c in self.conns:
+                if c[2].reading and time.ticks_diff(now, c[4]) > limit:
+                    self.timeouts += 1
+                    self.conns.remove(c)
+                    c[3].cancel()
+                    break                   # the list changed: the rest wait half a second
+
+    def status(self):
+        return {'open': len(self.conns), 'refused': self.refused, 'evicted': self.evicted,
+                'timeouts': self.timeouts}
+
+
+class Listener:
+    """One app on one port, with our backlog and accept loop (run by the supervisor: a loop that
+    dies is restarted and reported); close() stops accepting."""
+
+    BUSY = b'HTTP/1.0 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Length: 5\r\n\r\nbusy\n'
+
+    def __init__(self, app, host, port, backlog, log, budget, on_connect=None, admin=False):
         self.app = app
         self.on_connect = on_connect    # fn(), before a connection's request is read
         self.host = host
         self.port = port
         self.backlog = backlog
         self.log = log
-        self.server = None
+        self.budget = budget
+        self.admin = admin
+        self.sock = None
         self.connections = 0
-        self.open = 0
+        self.no_memory = 0
 
-    async def _serve(self, reader, writer):
-        self.connections += 1
-        self.open += 1
+    @property
+    def open(self):
+        return sum(1 for c in self.budget.conns if c[0] is self)
+
+    async def run(self):
+        if self.sock is None:
+            self.sock = aio.listen(self.host, self.port, self.backlog)
+        b = self.budget
+        while True:
+            try:
+                s, addr = await aio.accept(self.sock)
+            except OSError:
+                await asyncio.sleep_ms(50)  # no socket left for it: the SYN waits in the backlog
+                continue
+            try:
+                host = aio.host_of(addr)
+                why = b.admit(self, host)
+                if why:
+                    b.refused += 1
+                    aio.refuse(s, self.BUSY)
+                    continue
+                self.connections += 1
+                conn = [self, host, None, None, time.ticks_ms()]
+                conn[2] = aio.Reader(aio.stream(s, addr))
+                conn[3] = asyncio.create_task(self._serve(conn))
+                b.conns.append(conn)
+                # let it read a request that came with it before the next accept: a burst of
+                # idle connections then evicts each other, not the client that spoke at once
+                await asyncio.sleep_ms(0)
+            except MemoryError:
+                # No heap for this connection's task: refuse it, never the listener.
+                self.no_memory += 1
+                s.close()
+                gc.collect()
+                await asyncio.sleep_ms(100)
+
+    async def _serve(self, conn):
+        reader = conn[2]
+        writer = reader.s
         if self.on_connect:
             self.on_connect()
         try:
             await self.app.handle_request(reader, writer)
         except Exception as e:  # whatever the client did, the socket is closed and counted
-            if not (isinstance(e, OSError)):
+            if not isinstance(e, OSError):
                 self.log.warn('http', self.port, 'connection failed:', repr(e))
         finally:
-            self.open -= 1
+            if conn in self.budget.conns:
+                self.budget.conns.remove(conn)
             try:
                 writer.close()
                 await writer.wait_closed()
-            except Exception:
+            except BaseException:
                 pass
 
-    async def start(self):
-        self.server = await asyncio.start_server(self._serve, self.host, self.port,
-                                                 backlog=self.backlog)
-
     def close(self):
-        if self.server:
-            self.server.close()
+        if self.sock:
+            self.sock.close()
+            self.sock = None

@@ -19,6 +19,9 @@ from firmware.web import common as web
 CWS_BOUNDARY = b'123456789000000000000987654321'   # Arduino CameraWebServer
 MJPG_BOUNDARY = b'boundarydonotcross'              # mjpg-streamer
 STALL_MS = 10000
+LAG_MS = 3000           # a viewer this long on one frame ...
+LAG_FRAMES = 3          # ... while the camera captured this many more is dropped
+GREEDY_S = 10           # and its client's next request within this time gets 503 Retry-After
 FRAME_GUESS = 32768     # bytes of a VGA frame, until the camera has captured one
 
 
@@ -43,8 +46,9 @@ class PartHeaders:
 class Viewer:
     """The body of one stream response: each step sends one frame itself and yields b''."""
 
-    def __init__(self, server, stream, headers):
+    def __init__(self, server, stream, headers, host):
         self.server = server
+        self.host = host
         self.cam = server.cam
         self.stream = stream
         self.headers = headers
@@ -57,14 +61,6 @@ class Viewer:
 
     def __aiter__(self):
         self.task = asyncio.current_task()
-        if len(self.server.viewers) >= self.server.cfg.max_viewers:
-            # start() checked the limit, but a burst of connections all pass it before any
-            # registers here (sending the headers yields): the late ones end at once
-            self.closed = True
-            self.server.refused += 1
-            return self
-        self.server.viewers.append(self)
-        self.cam.acquire()
         if self.cam.fresh():
             self.seq = self.cam.seq - 1   # the newest frame is recent: send it at once
         else:
@@ -109,6 +105,8 @@ class StreamServer:
         self.viewers = []
         self.served = 0             # frames delivered by viewers that left
         self.refused = 0
+        self.lagging = 0            # viewers dropped for falling behind
+        self.greedy = {}            # host -> ticks_ms its viewer was dropped for lagging
         self.headers = {CWS_BOUNDARY: PartHeaders(cam, CWS_BOUNDARY),
                         MJPG_BOUNDARY: PartHeaders(cam, MJPG_BOUNDARY)}
         self.app = app = Microdot()
@@ -143,30 +141,62 @@ class StreamServer:
             return web.error(503, 'camera is off')
         if not self.cam.jpeg:
             return web.error(503, 'camera.format is GRAYSCALE: no JPEG to stream (detection only)')
+        host = aio.host_of(req.client_addr)
+        if self._greedy(host):
+            self.refused += 1
+            return web.error(503, 'your last viewer fell behind and was dropped: try again '
+                             'later', {'Retry-After': str(GREEDY_S)})
         if len(self.viewers) >= self.cfg.max_viewers:
             self.refused += 1
             return web.error(503, 'too many viewers (%d), try again later' % self.cfg.max_viewers,
                              {'Retry-After': '5'})
-        # the connection itself: req.stream is the request body once microdot has read one
-        body = Viewer(self, aio.connection(req), self.headers[boundary])
+        # The slot is taken here, before the answer's headers are sent (sending yields): a
+        # burst of viewers all checking the limit first would otherwise all pass it, and the
+        # late ones would get a 200 with no frames. The reaper frees a slot whose headers never
+        # went out. The connection itself: req.stream is the request body once microdot read one.
+        body = Viewer(self, aio.connection(req), self.headers[boundary], host)
+        self.viewers.append(body)
+        self.cam.acquire()
         return Response(body, headers={
             'Content-Type': 'multipart/x-mixed-replace;boundary=' + boundary.decode(),
             'Cache-Control': 'no-store, no-cache, must-revalidate, max-age=0',
             'Pragma': 'no-cache',
             'X-Framerate': str(self.cam.cfg.max_fps)})
 
+    def _greedy(self, host):
+        """True once for the next request of a client whose viewer was dropped for lagging."""
+        t = self.greedy.pop(host, None)
+        return t is not None and time.ticks_diff(time.ticks_ms(), t) < GREEDY_S * 1000
+
     async def reap(self):
-        """Drop viewers whose socket has taken nothing for STALL_MS (a stuck client)."""
+        """Drop viewers that fell behind: one frame in sending for LAG_MS while the camera
+        moved on by LAG_FRAMES frames (a client reading a few KB/s holds a slot and a socket
+        while others wait), or that took nothing for STALL_MS. Free a slot whose answer never
+        started (its headers could not be sent)."""
         while True:
-            await asyncio.sleep_ms(1000)
+            await asyncio.sleep_ms(500)
             now = time.ticks_ms()
             for v in self.viewers:
-                if v.sending and time.ticks_diff(now, v.progress) > STALL_MS and v.task:
-                    self.log.warn('stream: dropping a stalled viewer')
+                age = time.ticks_diff(now, v.progress)
+                if v.task is None:
+                    if age > STALL_MS:
+                        await v.aclose()
+                        break                       # the list changed: look again next time
+                    continue
+                if not v.sending:
+                    continue
+                behind = self.cam.seq - v.seq
+                if age > STALL_MS or (age > LAG_MS and behind >= LAG_FRAMES):
+                    self.lagging += 1
+                    self.log.warn('stream: dropping a viewer at %s: %d frames behind for %d ms'
+                                  % (v.host, behind, age))
+                    if len(self.greedy) >= 16:
+                        self.greedy.clear()        # bounded; forgetting errs on the client's side
+                    self.greedy[v.host] = now
                     v.progress = now
                     v.task.cancel()
 
     def status(self):
         return {'viewers': len(self.viewers), 'max_viewers': self.cfg.max_viewers,
                 'frames_sent': self.served + sum(v.sent for v in self.viewers),
-                'refused': self.refused}
+                'refused': self.refused, 'dropped_lagging': self.lagging}

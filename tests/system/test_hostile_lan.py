@@ -41,8 +41,11 @@ class Flipper(threading.Thread):
     def run(self):
         val = 5
         while not self.stop.is_set() and len(self.codes) < 200:
-            code = self.dev.get('control', '/control?var=framesize&val=%d' % val, auth=self.auth,
-                                timeout=5)[0]
+            try:
+                code = self.dev.get('control', '/control?var=framesize&val=%d' % val,
+                                    auth=self.auth, timeout=5)[0]
+            except OSError as e:       # a slow answer on a loaded machine: note it, go on
+                code = repr(e)
             self.codes.append(code)
             val = 8 if val == 5 else 5
             self.stop.wait(0.5)
@@ -250,3 +253,115 @@ def test_a_broken_alarm_state_file_is_moved_aside(firmware, tmp_path):
     assert 'alarm.json: must be a JSON object; moved to alarm.json.bad' in dev.console()
     assert dev.admin('arm')[0] == 200
     assert json.loads((flash / 'alarm.json').read_text())['state'] == 'armed'
+
+
+# --- (4) connections -----------------------------------------------------------------------------
+
+def test_idle_connections_are_closed_when_their_request_does_not_come(firmware):
+    """Issue 17 (4): 200 idle connections on the stream port stayed open 71 s (0 closed). Now a
+    request not complete within http.request_timeout_s is closed (each holds a board's socket)."""
+    dev = firmware({'http': {'request_timeout_s': 2}})
+    socks = []
+    for i in range(8):
+        s = socket.socket()
+        s.bind(('127.0.0.%d' % (10 + i), 0))       # 8 clients, within every connection cap
+        s.settimeout(10)
+        s.connect(('127.0.0.1', dev.ports['stream']))
+        s.sendall(b'GET /stream HTTP/1.1\r\nHost: x\r\n')   # never finished
+        socks.append(s)
+    t0 = time.monotonic()
+    closed = 0
+    for s in socks:
+        try:
+            if s.recv(1024) == b'':
+                closed += 1
+        except OSError:
+            closed += 1
+        s.close()
+    assert closed == 8 and time.monotonic() - t0 < 8, (closed, time.monotonic() - t0)
+    assert dev.status()['connections']['timeouts'] >= 8
+    # and the port still serves
+    assert dev.get('control', '/status')[0] == 200
+
+
+def test_a_viewer_that_loses_the_race_never_gets_200_without_frames(firmware):
+    """Issue 17 (4): when several viewers connected at once, the one that lost the race for the
+    last slot got `200 OK` and no frames. Now every answer is either 503 or a stream."""
+    dev = firmware({'camera': {'framesize': 'QVGA'}, 'http': {'max_viewers': 2}})
+    socks = [socket.create_connection(('127.0.0.1', dev.ports['stream']), timeout=10)
+             for _ in range(8)]
+    for s in socks:
+        s.sendall(b'GET /stream HTTP/1.1\r\nHost: x\r\n\r\n')
+    outcome = []
+    for s in socks:
+        data = b''
+        try:
+            while b'\xff\xd8' not in data and len(data) < 200000:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except OSError:
+            pass
+        status = data.split(b' ', 2)[1] if data.startswith(b'HTTP/') else b'?'
+        outcome.append((status, b'\xff\xd8' in data))
+        s.close()
+    assert sorted(outcome) == [(b'200', True)] * 2 + [(b'503', False)] * 6, outcome
+
+
+def test_a_viewer_that_falls_behind_is_dropped_and_its_next_request_refused(firmware):
+    """Issue 17 (4): eight viewers reading a few KB/s held every slot indefinitely. Now a viewer
+    that falls several frames behind for a few seconds is dropped, and the same client's next
+    request gets 503 with Retry-After, while a good viewer keeps streaming."""
+    from testkit.helpers import MjpegReader
+    dev = firmware()
+    good = MjpegReader(dev.ports['stream'])
+    good.frame()
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.bind(('127.0.0.2', 0))
+    slow.settimeout(10)
+    slow.connect(('127.0.0.1', dev.ports['stream']))
+    slow.sendall(b'GET /stream HTTP/1.1\r\nHost: x\r\n\r\n')
+    t0 = time.monotonic()
+    try:
+        while time.monotonic() - t0 < 15 and dev.status()['stream']['dropped_lagging'] == 0:
+            good.frame()                               # the good viewer keeps the camera going
+    finally:
+        slow.close()
+    took = time.monotonic() - t0
+    st = dev.status()['stream']
+    assert st['dropped_lagging'] == 1 and took < 9, (st, took)
+    assert 'dropping a viewer at 127.0.0.2' in dev.console()
+    # the greedy client's next request: 503 with Retry-After; the good viewer still streams
+    s = socket.socket()
+    s.bind(('127.0.0.2', 0))
+    s.settimeout(10)
+    s.connect(('127.0.0.1', dev.ports['stream']))
+    s.sendall(b'GET /stream HTTP/1.1\r\nHost: x\r\n\r\n')
+    head = b''
+    while b'\r\n\r\n' not in head:          # microdot writes the head line by line
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        head += chunk
+    s.close()
+    assert head.startswith(b'HTTP/1.0 503') and b'Retry-After' in head, head
+    for _ in range(5):
+        good.frame()
+    good.close()
+
+
+def test_one_address_cannot_take_every_connection(firmware):
+    """A client holds at most http.per_client connections on a port; a new one replaces its
+    oldest, so a flood from one address never stops another client."""
+    dev = firmware({'http': {'per_client': 3, 'request_timeout_s': 30}})
+    socks = []
+    for _ in range(40):
+        s = socket.create_connection(('127.0.0.1', dev.ports['control']), timeout=10)
+        socks.append(s)
+    wait(lambda: dev.status()['connections']['evicted'] >= 30, 10, 'the flood evicted itself')
+    body = get_from('127.0.0.2', dev.ports['control'], '/status', ('x', 'y'))
+    assert json.loads(body)['framesize'] == 8
+    for s in socks:
+        s.close()
