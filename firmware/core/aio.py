@@ -117,6 +117,9 @@ class Reader:
     async def read(self, n=-1):
         return await self.s.read(n)
 
+    async def readinto(self, buf):
+        return await self.s.readinto(buf)
+
 
 def refuse(s, text):
     """Answer a connection refused at accept with a short HTTP text, without waiting: the

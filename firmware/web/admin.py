@@ -70,22 +70,25 @@ class AdminServer:
                 return web.error(503, e.args[0])
             return Response({'ok': True, 'result': text or 'done'})
 
-        if lazy:
+        for top in lazy or ():
             # {'settings': (module, ctx), ...}: /settings... and /update are served by modules
             # loaded for the request and dropped after it: no heap between requests
-            @app.route('/<path:path>', methods=['GET', 'POST'])
-            async def lazy_route(req, path):
-                top = lazy.get(path.split('/')[0])
-                if top is None:
-                    return web.error(404, 'not found: /' + path)
-                __import__(top[0])
-                try:
-                    return await sys.modules[top[0]].handle(req, path, top[1])
-                finally:
-                    parent, _, leaf = top[0].rpartition('.')
-                    sys.modules.pop(top[0], None)
-                    if hasattr(sys.modules[parent], leaf):
-                        delattr(sys.modules[parent], leaf)
+            self._lazy(app, top, lazy[top])
+
+    def _lazy(self, app, top, spec):
+        async def serve(req, rest=''):
+            __import__(spec[0])
+            try:
+                return await sys.modules[spec[0]].handle(req, top + ('/' + rest if rest else ''),
+                                                          spec[1])
+            finally:
+                parent, _, leaf = spec[0].rpartition('.')
+                sys.modules.pop(spec[0], None)
+                if hasattr(sys.modules[parent], leaf):
+                    delattr(sys.modules[parent], leaf)
+
+        app.route('/' + top, methods=['GET', 'POST'])(serve)
+        app.route('/' + top + '/<path:rest>', methods=['GET', 'POST'])(serve)
 
     def check(self, req):
         if not self.password:

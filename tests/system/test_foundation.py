@@ -159,7 +159,7 @@ def test_four_vga_viewers_stream_in_a_256k_heap(firmware, make_build):
     -X heapsize=256K, four VGA viewers each receive whole frames. (The capture loop used to keep
     the last frame alive while capturing the next, and then 256K streamed nothing at all.)"""
     make_build()
-    dev = firmware(heapsize='256K', mpy=True)
+    dev = firmware(heapsize=os.environ.get('HEAP_PROBE', '256K'), mpy=True)
     n, viewers = 50, 4
     out = read_concurrently(dev.ports['stream'], n, viewers, 90)
     assert all(o and len(o) == n for o in out), ([len(o or ()) for o in out], dev.board.console()[-2000:])
