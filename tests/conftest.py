@@ -77,7 +77,7 @@ def firmware(tmp_path):
     made = []
 
     def start(overrides=None, heapsize=None, mpy=False, camera=None, air=None, ready=True, once=False,
-              name='flash'):
+              name='flash', env=None):
         cfg = {
             'device': {'name': 'testcam'},
             'http': {'bind': '127.0.0.1', 'control_port': free_port(), 'stream_port': free_port(),
@@ -99,7 +99,7 @@ def firmware(tmp_path):
             (flash / '.sim' / 'camera.json').write_text(json.dumps(camera))
         if air:
             (flash / '.sim' / 'air.json').write_text(json.dumps(air))
-        board = Board(str(flash), heapsize=heapsize, mpy=mpy, once=once)
+        board = Board(str(flash), heapsize=heapsize, mpy=mpy, once=once, env=env)
         dev = Device(flash, cfg, board)
         made.append(dev)
         board.start()

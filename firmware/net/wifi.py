@@ -13,11 +13,30 @@ import asyncio
 import time
 
 from firmware.core.events import UPLINK
-from firmware.net.addr import addr4
 
 ROUND_PAUSE_S = 5     # between failed rounds: a scan blocks the VM for about 2 s
 POLL_MS = 500         # connection state polling while connecting
 WATCH_MS = 1000       # while connected
+
+
+
+# `WLAN.ipconfig` exists from MicroPython 1.24 on; older images (the micropython-camera-driver
+# ones, 1.21) have only `ifconfig()` -> (ip, netmask, gateway, dns). Used here and by /open.
+def addr4(sta):
+    """(ip, netmask) of `sta`."""
+    try:
+        a = sta.ipconfig('addr4')
+        return a[0], a[1]
+    except (AttributeError, OSError, ValueError):
+        a = sta.ifconfig()
+        return a[0], a[1]
+
+
+def gateway(sta):
+    try:
+        return sta.ipconfig('gw4')
+    except (AttributeError, OSError, ValueError):
+        return sta.ifconfig()[2]
 
 
 class Wifi:

@@ -17,7 +17,7 @@ from firmware.core import store
 from firmware.core.commands import CommandError
 from firmware.core.events import UPLINK
 from firmware.core.secret import same
-from firmware.net.addr import addr4, gateway
+from firmware.net.wifi import addr4, gateway
 from firmware.net.http_client import request
 from firmware.remote import upnp
 

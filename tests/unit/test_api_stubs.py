@@ -44,7 +44,7 @@ KNOWN = [
      'asyncio.wait_for_ms exists since 1.13; the 1.24 stubs miss it'),
     (('1.24', '1.29'), 'firmware/net/http_client.py', r'"SSLContext" has no attribute "verify_mode"',
      'SSLContext.verify_mode is a settable attribute of MicroPython\'s ssl; the stubs miss it'),
-    (('1.21',), 'firmware/alarm/panel.py', r'"tuple\[Any, \.\.\.\]" has no attribute "version"',
+    (('1.21',), 'firmware/core/compat.py', r'"tuple\[Any, \.\.\.\]" has no attribute "version"',
      'sys.implementation.version exists on 1.21; its stubs type sys.implementation as a tuple'),
 ]
 LINE = re.compile(r'^(?P<file>[^:]+):(?P<line>\d+): error: (?P<msg>.*)  \[(?P<code>[a-z-]+)\]$')
@@ -140,7 +140,7 @@ def api(path):
 def test_stand_ins_offer_nothing_the_board_lacks(module):
     """Every public name of a stand-in (and of its classes) is in the ESP32 stubs of a supported
     version: the simulator offers no API that no board has. (Names of one version only, such as
-    WLAN.ipconfig from 1.24 on, the firmware reaches through net/addr.py with a fallback.)"""
+    WLAN.ipconfig from 1.24 on, the firmware reaches through net/wifi.py (addr4, gateway) with a fallback.)"""
     sim = api(os.path.join(ROOT, 'tools', 'sim', 'board', module + '.py'))
     boards = [api(os.path.join(stubs(v), module + '.pyi')) for v in SUPPORTED]
     extra = []

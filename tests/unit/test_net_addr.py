@@ -1,4 +1,4 @@
-"""firmware/net/addr.py on the VM: the station address and gateway on images with and without
+"""firmware/net/wifi.py addr4() and gateway() on the VM: the station address and gateway on images with and without
 `WLAN.ipconfig` (1.24+ only), as /open's LAN address and the gateway check need them."""
 import os
 import subprocess
@@ -6,7 +6,7 @@ import subprocess
 from testkit.paths import MICROPYTHON, ROOT
 
 SCRIPT = '''
-from firmware.net.addr import addr4, gateway
+from firmware.net.wifi import addr4, gateway
 
 class Old:          # MicroPython 1.21: ifconfig() only
     def ifconfig(self):
@@ -22,7 +22,7 @@ print(addr4(Old()), gateway(Old()), addr4(New()), gateway(New()))
 
 def test_address_and_gateway_with_and_without_ipconfig():
     r = subprocess.run([MICROPYTHON, '-c', SCRIPT], capture_output=True, text=True, timeout=30,
-                       env=dict(os.environ, MICROPYPATH=ROOT))
+                       env=dict(os.environ, MICROPYPATH='.frozen:' + ROOT))
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["('192.168.1.23',", "'255.255.255.0')", '192.168.1.1',
                                 "('10.0.0.5',", "'255.0.0.0')", '10.0.0.1']
