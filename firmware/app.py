@@ -5,7 +5,7 @@ import os
 import sys
 import time
 
-from firmware.alarm.panel import Alarm, detection_missing
+from firmware.alarm.panel import Alarm
 from firmware.camera.service import CameraService
 from firmware.core import aio, store
 from firmware.core.commands import BadArgs, CommandError, Commands
@@ -35,13 +35,20 @@ def clock():
     """The board's clock in words (it starts in 2000 until NTP or a server sets it)."""
     t = time.gmtime()
     return '%04d-%02d-%02d %02d:%02d:%02d UTC' % t[:6] if t[0] >= 2024 else 'not set'
+def camera_driver(camera):
+    """What CameraService drives: micropython-camera-driver's module as it is, or
+    micropython-camera-API's (it offers a `Camera` class) through its adapter."""
+    if hasattr(camera, 'Camera'):
+        from firmware.camera.driver_class import ClassCamera
+        return ClassCamera(camera)
+    return camera
 
 
 class App:
     """LFCP, Telegram and UPnP load only when configured or first used: a feature that is off
     costs no heap (together ~80 KB of the ESP32's)."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, missing=None, driver=None):
         import camera
         import machine
         import network
@@ -55,7 +62,7 @@ class App:
                                     on_stall=self.recovery.note_stall)
         self.wifi = Wifi(network, cfg.wifi, log, bus, self.recovery, beat=lambda: sup.beat('wifi'))
         self.internet = Internet(cfg.internet, log, bus)
-        self.cam = CameraService(camera, cfg.camera, log, bus, beat=lambda: sup.beat('camera'),
+        self.cam = CameraService(driver or camera_driver(camera), cfg.camera, log, bus, beat=lambda: sup.beat('camera'),
                                  on_give_up=lambda why: self.recovery.reboot_soon(why))
         self.running = False        # True once run() has spawned the tasks
         self.mgmt = None
@@ -71,7 +78,7 @@ class App:
             pir = Pir(machine.Pin(13, machine.Pin.IN), cfg.alarm.pir)   # free on the AI-Thinker
         self.alarm = Alarm(self.cam, cfg.alarm, log, bus, internet=self.internet.check,
                            management_configured=self.mgmt is not None and bool(cfg.lfcp.servers),
-                           missing=detection_missing(), pir=pir)
+                           missing=missing, pir=pir)
         self.telegram = None
         if cfg.telegram.token or exists('telegram.json'):
             self._telegram()
@@ -399,10 +406,31 @@ def load_config(path):
     return cfg
 
 
+def boot_check():
+    """Why the detection cannot run on this MicroPython (None: it can); the check leaves the heap
+    before the objects that live for good are made."""
+    import firmware.core
+    from firmware.core import compat
+    missing = compat.detection_missing()
+    del sys.modules['firmware.core.compat']
+    del firmware.core.compat
+    return missing
+
+
 def main(path='config.json'):
+    if exists('maintenance'):
+        # `make deploy` is copying files: no watchdog may reset the board meanwhile
+        print('maintenance boot: no watchdog, no servers; the REPL is free for mpremote.')
+        print('to start the firmware: mpremote rm :maintenance + reset')
+        return
+    # What is loaded for good and what only for the boot, in an order that leaves the least
+    # garbage between the objects that stay (a VGA frame needs ~31 KB in one piece).
+    missing = boot_check()
+    import camera
+    driver = camera_driver(camera)
     cfg = load_config(path)
     gc.collect()
-    app = App(cfg)
+    app = App(cfg, missing, driver)
     # Collect between the boot phases so the objects that live for good pack at the bottom of
     # the heap, leaving one large free block for the frames (a VGA JPEG needs ~31 KB in one piece).
     gc.collect()

@@ -32,29 +32,6 @@ class AlarmEvent:
         return {'time': self.time, 'reason': self.reason, 'score': self.score}
 
 
-def detection_missing():
-    """Why the detection code cannot run on this board, or None. Checked at boot: a build for
-    another MicroPython version loads everything but the native (viper) modules ("incompatible
-    .mpy file"), and an alarm that arms without them would never see a frame. The modules are
-    dropped again afterwards; the first arming loads them for good."""
-    import sys
-
-    import firmware.alarm as pkg
-    try:
-        import firmware.alarm.detector
-        import firmware.alarm.luma
-        return None
-    except (ImportError, ValueError, SyntaxError, NotImplementedError) as e:
-        v = sys.implementation.version
-        return ('motion detection cannot load on MicroPython %d.%d (%s): flash a build for this '
-                'version (make deploy MICROPYTHON=%d.%d)' % (v[0], v[1], e, v[0], v[1]))
-    finally:
-        for name in ('luma', 'detector'):
-            sys.modules.pop('firmware.alarm.' + name, None)
-            if hasattr(pkg, name):
-                delattr(pkg, name)
-
-
 class Alarm:
     def __init__(self, cam, cfg, log, bus, internet=None, management_configured=False,
                  missing=None, pir=None):
@@ -117,9 +94,22 @@ class Alarm:
     def armed(self):
         return self.state != 'disarmed'
 
-    def set(self, state, why, commanded=True):
-        if state != 'disarmed' and self.missing:
+    def _load_detection(self):
+        """Load the detection code for arming: CommandError when it cannot, never armed blind."""
+        if not self.missing:
+            try:
+                import firmware.alarm.luma
+                import firmware.alarm.detector
+            except (ImportError, ValueError, SyntaxError, NotImplementedError) as e:
+                self.missing = ('motion detection cannot load on this MicroPython (%s): flash '
+                                'the build for its version (make deploy MICROPYTHON=...)' % e)
+                self.log.error('alarm: cannot arm:', self.missing)
+        if self.missing:
             raise CommandError('cannot arm: ' + self.missing)
+
+    def set(self, state, why, commanded=True):
+        if state != 'disarmed':
+            self._load_detection()
         if commanded:
             self.commanded = 'armed' if state != 'disarmed' else 'disarmed'
         if state == self.state:
@@ -253,6 +243,12 @@ class Alarm:
                 self._armed_ev.clear()
                 await self._armed_ev.wait()
                 continue
+            if self.extractor is None:
+                try:
+                    self._load_detection()
+                except CommandError:        # armed from flash, but the code cannot load
+                    self.set('disarmed', 'detection cannot load', commanded=False)
+                    continue
             self.cam.need('motion', self.cfg.detect_fps)
             start = time.ticks_ms()
             seq = await self.cam.next_frame(seq)

@@ -15,17 +15,23 @@ import time
 from firmware.camera.framesize import FRAMESIZES
 from firmware.core.events import CAMERA
 
-# CameraWebServer's /status keys with the driver setter that applies each (None: accepted and
-# reported, but micropython-camera-driver has no setter for it).
+# The service speaks micropython-camera-driver's function API (`camera.init(...)`, capture()
+# -> bytes or False, one setter function per property), the board's own module on its images;
+# driver_class.py adapts micropython-camera-API's Camera class to it. SETTERS: the variables the
+# function API can apply and the function for each (a class-API adapter brings its own table).
 SETTERS = {
     'framesize': 'framesize', 'quality': 'quality', 'brightness': 'brightness',
     'contrast': 'contrast', 'saturation': 'saturation', 'special_effect': 'speffect',
     'wb_mode': 'whitebalance', 'vflip': 'flip', 'hmirror': 'mirror',
-    'sharpness': None, 'awb': None, 'awb_gain': None, 'aec': None, 'aec2': None,
-    'ae_level': None, 'aec_value': None, 'agc': None, 'agc_gain': None, 'gainceiling': None,
-    'bpc': None, 'wpc': None, 'raw_gma': None, 'lenc': None, 'dcw': None, 'colorbar': None,
-    'led_intensity': None,
 }
+# CameraWebServer's /control variables: each applies where the driver can set it, the others
+# are refused and left out of /status.
+VARS = ('framesize', 'quality', 'brightness', 'contrast', 'saturation', 'special_effect',
+        'wb_mode', 'vflip', 'hmirror', 'sharpness', 'awb', 'awb_gain', 'aec', 'aec2', 'ae_level',
+        'aec_value', 'agc', 'agc_gain', 'gainceiling', 'bpc', 'wpc', 'raw_gma', 'lenc', 'dcw',
+        'colorbar', 'led_intensity')
+# CameraWebServer's pixformat numbers (esp32-camera's pixformat_t)
+PIXFORMAT = {'JPEG': 4, 'GRAYSCALE': 3}
 RANGES = {
     'framesize': (0, len(FRAMESIZES) - 1), 'quality': (10, 63), 'brightness': (-2, 2),
     'contrast': (-2, 2), 'saturation': (-2, 2), 'sharpness': (-2, 2), 'special_effect': (0, 6),
@@ -47,17 +53,21 @@ SIZES = {
 
 class CameraService:
     def __init__(self, driver, cfg, log, bus=None, on_give_up=None, beat=None):
-        self.drv = driver
+        self.drv = driver          # the `camera` module, or driver_class.ClassCamera
+        self.setters = getattr(driver, 'SETTERS', SETTERS)
         self.beat = beat or (lambda: None)   # progress for the watchdog, idle or busy
         self.cfg = cfg
         self.log = log
         self.bus = bus
         self.on_give_up = on_give_up
-        self.settings = dict(DEFAULTS)
+        s = dict(DEFAULTS)
         for k in ('quality', 'brightness', 'contrast', 'saturation', 'special_effect', 'wb_mode',
                   'vflip', 'hmirror'):
-            self.settings[k] = getattr(cfg, k)
-        self.settings['framesize'] = FRAMESIZES.index(cfg.framesize)
+            s[k] = getattr(cfg, k)
+        s['framesize'] = FRAMESIZES.index(cfg.framesize)
+        # what this driver can apply, and nothing else: /status never shows a value as set
+        # that never reached the sensor
+        self.settings = dict((k, s[k]) for k in VARS if k in self.setters)
         self.jpeg = cfg.format == 'JPEG'   # GRAYSCALE: raw pixels for detection only, no stream
         self.frame = None          # latest frame (bytes), shared by every consumer
         self.seq = 0               # number of the latest frame
@@ -137,23 +147,38 @@ class CameraService:
 
     # --- settings --------------------------------------------------------------------------
     def apply(self, var, val):
-        """Set one CameraWebServer variable. KeyError: unknown var; ValueError: bad value."""
-        if var not in SETTERS:
+        """Set one CameraWebServer variable. KeyError: unknown var; NotImplementedError: the
+        driver cannot apply it; ValueError: bad value, or the sensor refused it."""
+        if var not in VARS:
             raise KeyError(var)
+        if var not in self.settings:
+            raise NotImplementedError('%s cannot be set on this camera (%s API driver, sensor)'
+                                      % (var, self.family()))
         lo, hi = RANGES.get(var, (0, 1))
         if not lo <= val <= hi:
             raise ValueError('%s must be %d..%d' % (var, lo, hi))
-        self.settings[var] = val
         if self.state == 'on':
             self._set(var, val)
+            if var == 'framesize':
+                self.frame = None   # of the old size: a snapshot now waits for the new one
+        self.settings[var] = val
 
     def _set(self, var, val):
-        name = SETTERS[var]
-        if name is None:
-            return
+        d = self.drv
         if var == 'framesize':
-            val = getattr(self.drv, 'FRAME_' + FRAMESIZES[val])
-        getattr(self.drv, name)(val)
+            val = getattr(d, 'FRAME_' + FRAMESIZES[val])
+        if getattr(d, self.setters[var])(val) is False:
+            raise OSError('camera is not initialised')
+
+    def family(self):
+        return getattr(self.drv, 'FAMILY', 'functions')
+
+    def cws_status(self):
+        """CameraWebServer's /status: the settings plus the keys its clients read."""
+        s = dict(self.settings)
+        s['xclk'] = self.cfg.xclk_mhz
+        s['pixformat'] = PIXFORMAT[self.cfg.format]
+        return s
 
     def size(self):
         return SIZES[FRAMESIZES[self.settings['framesize']]]
@@ -178,16 +203,25 @@ class CameraService:
     def _init(self):
         d = self.drv
         try:
-            d.deinit()
+            d.deinit()          # a second init() without deinit() fails
         except Exception:
             pass
         self.stats['inits'] += 1
-        d.init(0, format=d.JPEG if self.jpeg else d.GRAYSCALE, framesize=getattr(d, 'FRAME_' + FRAMESIZES[self.settings['framesize']]),
-               quality=self.settings['quality'], fb_location=d.PSRAM, fb_size=1,
+        st = self.settings
+        # the AI-Thinker pins are the driver's defaults
+        d.init(0, format=d.JPEG if self.jpeg else d.GRAYSCALE,
+               framesize=getattr(d, 'FRAME_' + FRAMESIZES[st['framesize']]),
+               quality=st['quality'], fb_location=d.PSRAM, fb_size=1,
                xclk_freq=d.XCLK_20MHz if self.cfg.xclk_mhz == 20 else d.XCLK_10MHz)
-        for var in SETTERS:
+        for var in list(st):
             if var not in ('framesize', 'quality'):
-                self._set(var, self.settings[var])
+                try:
+                    self._set(var, st[var])
+                except ValueError as e:
+                    # this sensor has no such control (the OV2640 has no sharpness): refused
+                    # from now on and left out of /status, never shown as if applied
+                    del st[var]
+                    self.log.warn('camera: %s refused by the sensor (%s): left out' % (var, e))
 
     # --- the capture loop ------------------------------------------------------------------
     async def _idle(self):
@@ -245,7 +279,7 @@ class CameraService:
             self.frame = frame = None
             why = 'capture failed'
             try:
-                frame = self.drv.capture()
+                frame = self.drv.capture()      # False when it failed
             except MemoryError:
                 # No block for the frame: most often a viewer still sending the last frame holds
                 # the heap a second one would need. Once, retry at the next period (the pacing
@@ -297,7 +331,7 @@ class CameraService:
 
     def status(self):
         w, h = self.size()
-        return {'state': self.state, 'format': self.cfg.format,
+        return {'state': self.state, 'format': self.cfg.format, 'driver': self.family(),
                 'framesize': FRAMESIZES[self.settings['framesize']],
                 'width': w, 'height': h, 'viewers': self.viewers, 'frames': self.seq,
                 'captures': self.stats['captures'], 'failed': self.stats['failed'],

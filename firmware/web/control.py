@@ -2,7 +2,8 @@
 
 Existing ESP32-CAM clients and integrations talk to these paths, so names, values and error
 codes follow CameraWebServer: missing var or val is 404, an unknown var is 500, success is an empty
-200; a value out of range is a 400 that says which range.
+200; a value out of range is a 400 that says which range; a variable this camera driver cannot
+apply is a 501 that says so (and is not in /status).
 """
 from microdot import Microdot, Response
 
@@ -28,7 +29,7 @@ class ControlServer:
 
         @app.route('/status')
         async def status(req):
-            return Response(self.cam.settings)
+            return Response(self.cam.cws_status())
 
         @app.route('/control')
         async def control(req):
@@ -47,6 +48,8 @@ class ControlServer:
                 self.cam.apply(var, val)
             except KeyError:
                 return web.error(500, 'unknown var %r' % var)
+            except NotImplementedError as e:
+                return web.error(501, e.args[0])
             except ValueError as e:
                 return web.error(400, e.args[0])
             if not self.gate:

@@ -182,3 +182,24 @@ def test_deploy_dry_run_lists_the_mpremote_commands(make_build):
     assert lines == [c + "exec 'import sys; print(sys.implementation)'",
                      c + 'fs touch :maintenance + reset',
                      copy + ' + fs rm :maintenance + reset']
+
+
+def test_maintenance_boot_starts_no_watchdog_and_no_servers(firmware):
+    """What deploy's reset leads to: with the flag file on flash the firmware starts neither the
+    watchdog nor the servers, so a long copy is never cut by a watchdog reset; without it the
+    same board boots normally again."""
+    dev = firmware({'watchdog': {'timeout_s': 5}})
+    assert dev.wait_console('watchdog: on')
+    (dev.flash / 'maintenance').write_text('')
+    boots = dev.board.boots
+    dev.board.hard_reset()
+    assert dev.board.wait_boots(boots + 1, 10)
+    assert dev.wait_console('maintenance boot: no watchdog, no servers')
+    assert dev.board.wait_exit(10), 'the board should be left to the REPL'
+    assert dev.board.last_exit_code == 0, 'no watchdog reset'
+    log = dev.console()
+    after = log[log.rindex('maintenance boot'):]
+    assert 'watchdog: on' not in after and 'listening' not in after
+    (dev.flash / 'maintenance').unlink()
+    dev.board.start()
+    assert dev.board.wait_ready(list(dev.ports.values()), timeout=30)

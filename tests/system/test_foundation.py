@@ -15,6 +15,14 @@ CWS_KEYS = ('framesize', 'quality', 'brightness', 'contrast', 'saturation', 'sha
             'special_effect', 'wb_mode', 'awb', 'awb_gain', 'aec', 'aec2', 'ae_level', 'aec_value',
             'agc', 'agc_gain', 'gainceiling', 'bpc', 'wpc', 'raw_gma', 'lenc', 'hmirror', 'vflip',
             'dcw', 'colorbar', 'led_intensity')
+# What each camera driver family can apply on an OV2640: micropython-camera-driver has nine
+# setter functions; micropython-camera-API sets every sensor property the OV2640 has (no
+# sharpness). The flash LED is not the camera driver's.
+APPLIED = {
+    'functions': ('framesize', 'quality', 'brightness', 'contrast', 'saturation', 'special_effect',
+                  'wb_mode', 'vflip', 'hmirror'),
+    'class': tuple(k for k in CWS_KEYS if k not in ('sharpness', 'led_intensity')),
+}
 
 
 def jpeg_size(data):
@@ -32,8 +40,43 @@ def test_control_page_status_and_no_cors(firmware):
     code, h, body = dev.get('control', '/status')
     assert code == 200 and 'Access-Control-Allow-Origin' not in h   # docs/security.md
     status = json.loads(body)
-    assert set(CWS_KEYS) <= set(status)
+    family = dev.status()['camera']['driver']
+    # only what reaches the sensor, plus the keys CameraWebServer clients read
+    assert set(status) == set(APPLIED[family]) | {'xclk', 'pixformat'}, status
     assert status['framesize'] == 8 and status['quality'] == 12   # VGA, as configured
+    assert status['xclk'] == 10 and status['pixformat'] == 4      # 10 MHz, JPEG
+
+
+def test_every_control_applies_or_is_refused(firmware):
+    """Each CameraWebServer variable either reaches the sensor or is refused with a 501 that says
+    so; none answers 200 without doing anything."""
+    dev = firmware()
+    family = dev.status()['camera']['driver']
+    values = {'framesize': 5, 'quality': 20, 'special_effect': 2, 'wb_mode': 3, 'aec_value': 300,
+              'agc_gain': 5, 'gainceiling': 2, 'brightness': 1, 'contrast': -1, 'saturation': 2,
+              'ae_level': -1, 'sharpness': 1, 'led_intensity': 0}
+    for var in CWS_KEYS:
+        val = values.get(var, 0)
+        code, _, body = dev.get('control', '/control?var=%s&val=%d' % (var, val))
+        if var in APPLIED[family]:
+            assert code == 200, (var, body)
+            status = json.loads(dev.get('control', '/status')[2])
+            assert status[var] == val, (var, status)
+        else:
+            assert code == 501 and var.encode() in body and b'cannot be set' in body, (var, body)
+            assert var not in json.loads(dev.get('control', '/status')[2])
+    # what reached the simulated sensor (camera_sensor.json, written by the stand-in)
+    sensor_name = {'awb': 'whitebal', 'agc': 'gain_ctrl', 'aec': 'exposure_ctrl'}
+    want = dict((sensor_name.get(v, v), values.get(v, 0)) for v in APPLIED[family]
+                if v not in ('framesize', 'quality'))
+
+    def applied():
+        got = dev.board.read('camera_sensor', {}) or {}
+        return all(got.get(k) == v for k, v in want.items())
+    end = time.time() + 10
+    while not applied() and time.time() < end:
+        time.sleep(0.1)
+    assert applied(), (dev.board.read('camera_sensor', {}), want)
 
 
 def test_capture_headers_and_framesize_changes_the_jpeg(firmware):

@@ -155,6 +155,8 @@ class Board:
         e["ESP32SIM"] = self.sim_dir
         if self.frames:
             e["SIMFRAMES"] = os.path.abspath(self.frames)
+        # SIM_CAMERA=class (from the environment or env=): power_on.py puts the class-API
+        # camera stand-in (tools/sim/board_class) first
         e.update(self.extra_env)
         return e
 

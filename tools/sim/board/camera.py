@@ -1,7 +1,9 @@
 # Simulator stand-in for lemariva/micropython-camera-driver's `camera` module (runs inside
-# the MicroPython unix VM). Serves pre-rendered JPEG frames from disk at the sensor's
+# the MicroPython unix VM). The class-API stand-in (tools/sim/board_class/camera.py,
+# SIM_CAMERA=class) drives this same simulated sensor, as `ov2640` (a link to this file). Serves pre-rendered JPEG frames from disk at the sensor's
 # frame rate. Control files: $ESP32SIM/camera.json (faults, scene) and
 # $ESP32SIM/camera_stats.json (counters). See docs/simulator.md.
+import json
 import os
 import time
 
@@ -105,6 +107,15 @@ def _write_stats():
         _s.write_text(_s.path("camera_stats.json"),
                       '{"captures": %d, "inits": %d, "deinits": %d, "failed": %d}'
                       % (_stats[0], _stats[1], _stats[2], _stats[3]))
+    except OSError:
+        pass
+
+
+def _sensor_changed():
+    # camera_sensor.json: what reached the sensor's registers (a test reads that a control
+    # applied); written when a setting changes, never per frame
+    try:
+        _s.write_text(_s.path("camera_sensor.json"), json.dumps(_sensor))
     except OSError:
         pass
 
@@ -295,6 +306,7 @@ def _setter(name, val):
         return False
     # out-of-range values are refused by the sensor driver and ignored (None returned)
     _sensor[name] = _int(val)
+    _sensor_changed()
     return None
 
 
@@ -306,6 +318,8 @@ def framesize(what):
     if _st[1] == GRAYSCALE and size > _GRAY_MAX:
         # the sim has no GRAYSCALE frames above QVGA: captures would fail
         raise ValueError("sim: GRAYSCALE frames are shipped up to FRAME_QVGA only")
+    _sensor["framesize"] = size
+    _sensor_changed()
     if size != _st[2]:
         # the sensor restarts its frame timing on a mode change
         _st[2] = size
@@ -318,7 +332,8 @@ def quality(what):
     # The sim serves frames pre-encoded at camera quality ~12; quality is recorded only.
     if not _st[0]:
         return False
-    _st[3] = _int(what)
+    _st[3] = _sensor["quality"] = _int(what)
+    _sensor_changed()
     return None
 
 

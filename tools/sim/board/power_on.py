@@ -4,10 +4,16 @@
 # (even if the firmware is hung in `while True: pass`), and on machine.reset()/
 # deepsleep()/soft_reset(). See docs/simulator.md.
 import _thread
+import os
 import sys
 import time
 
 import simstate as _s
+
+# SIM_CAMERA=class: micropython-camera-API's `camera` (tools/sim/board_class) instead of
+# micropython-camera-driver's beside this script (the VM puts the script's folder first).
+if os.getenv("SIM_CAMERA") == "class":
+    sys.path.insert(0, __file__.rsplit("/", 2)[0] + "/board_class")
 
 _s.board[0] = True
 _s.sim_dir()
