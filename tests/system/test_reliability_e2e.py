@@ -244,7 +244,10 @@ class Drv:
             self.ooms -= 1
             raise MemoryError('memory allocation failed, allocating 31346 bytes')
         return b'\xff\xd8 frame'
-    def __getattr__(self, name): return lambda *a: None
+    def __getattr__(self, name):  # the camera module's setters; it has no SETTERS table
+        if name == 'SETTERS':
+            raise AttributeError(name)
+        return lambda *a: None
 
 async def main():
     gave_up = []
@@ -316,7 +319,10 @@ class Drv:
         gc.collect()                      # what the allocation of the new frame would find
         self.held.append(gc.mem_alloc())
         return bytes(FRAME)
-    def __getattr__(self, name): return lambda *a: None
+    def __getattr__(self, name):  # the camera module's setters; it has no SETTERS table
+        if name == 'SETTERS':
+            raise AttributeError(name)
+        return lambda *a: None
 
 async def main():
     drv = Drv()
