@@ -7,7 +7,7 @@ MP      := $(BIN)/micropython
 SIMDIR  ?= sim/flash
 PORT    ?= /dev/ttyUSB0
 MARCH   ?= xtensawin
-JOBS    ?= 6
+JOBS    ?= 8
 # Target MicroPython version for the board (tools/build/versions.py); empty: the current release.
 MICROPYTHON ?=
 ESP32   := build/esp32$(if $(MICROPYTHON),-$(MICROPYTHON))
@@ -37,14 +37,14 @@ sim: setup
 
 # Everything (CI): system tests run in parallel workers, each on its own range of ports.
 test: setup
-	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile tests
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist worksteal tests
 
 # The representative system tests again with micropython-camera-API's class API in the simulator
 # (SIM_CAMERA=class) instead of micropython-camera-driver's functions. Not the 256K heap test:
 # that stand-in is Python in the firmware's heap (32 KB, 16 KB more than the function
 # API's), a board's module is C.
 test-class: setup
-	SIM_CAMERA=class $(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile -k "not k_heap" tests/system/test_foundation.py tests/system/test_alarm_e2e.py
+	SIM_CAMERA=class $(BIN)/python -m pytest -q -n $(JOBS) --dist worksteal -k "not k_heap" tests/system/test_foundation.py tests/system/test_alarm_e2e.py
 
 # The fast subset to run while working: no firmware boots, under a minute.
 check: setup

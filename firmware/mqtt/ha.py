@@ -10,7 +10,6 @@ Commands come only from this device's command topics; each runs a command of the
 answer or error goes to <base>/result. Reboot is offered only with mqtt.allow_destructive.
 """
 import asyncio
-import gc
 import json
 import time
 
