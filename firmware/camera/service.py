@@ -67,7 +67,7 @@ class CameraService:
         s['framesize'] = FRAMESIZES.index(cfg.framesize)
         # what this driver can apply, and nothing else: /status never shows a value as set
         # that never reached the sensor
-        self.settings = dict((k, s[k]) for k in VARS if k in self.setters)
+        self.sensor = dict((k, s[k]) for k in VARS if k in self.setters)
         self.jpeg = cfg.format == 'JPEG'   # GRAYSCALE: raw pixels for detection only, no stream
         self.frame = None          # latest frame (bytes), shared by every consumer
         self.seq = 0               # number of the latest frame
@@ -151,7 +151,7 @@ class CameraService:
         driver cannot apply it; ValueError: bad value, or the sensor refused it."""
         if var not in VARS:
             raise KeyError(var)
-        if var not in self.settings:
+        if var not in self.sensor:
             raise NotImplementedError('%s cannot be set on this camera (%s API driver, sensor)'
                                       % (var, self.family()))
         lo, hi = RANGES.get(var, (0, 1))
@@ -161,7 +161,7 @@ class CameraService:
             self._set(var, val)
             if var == 'framesize':
                 self.frame = None   # of the old size: a snapshot now waits for the new one
-        self.settings[var] = val
+        self.sensor[var] = val
 
     def _set(self, var, val):
         d = self.drv
@@ -175,13 +175,13 @@ class CameraService:
 
     def cws_status(self):
         """CameraWebServer's /status: the settings plus the keys its clients read."""
-        s = dict(self.settings)
+        s = dict(self.sensor)
         s['xclk'] = self.cfg.xclk_mhz
         s['pixformat'] = PIXFORMAT[self.cfg.format]
         return s
 
     def size(self):
-        return SIZES[FRAMESIZES[self.settings['framesize']]]
+        return SIZES[FRAMESIZES[self.sensor['framesize']]]
 
     # --- power -----------------------------------------------------------------------------
     def turn_off(self):
@@ -207,7 +207,7 @@ class CameraService:
         except Exception:
             pass
         self.stats['inits'] += 1
-        st = self.settings
+        st = self.sensor
         # the AI-Thinker pins are the driver's defaults
         d.init(0, format=d.JPEG if self.jpeg else d.GRAYSCALE,
                framesize=getattr(d, 'FRAME_' + FRAMESIZES[st['framesize']]),
@@ -332,7 +332,7 @@ class CameraService:
     def status(self):
         w, h = self.size()
         return {'state': self.state, 'format': self.cfg.format, 'driver': self.family(),
-                'framesize': FRAMESIZES[self.settings['framesize']],
+                'framesize': FRAMESIZES[self.sensor['framesize']],
                 'width': w, 'height': h, 'viewers': self.viewers, 'frames': self.seq,
                 'captures': self.stats['captures'], 'failed': self.stats['failed'],
                 'restarts': self.stats['restarts'], 'inits': self.stats['inits'],
