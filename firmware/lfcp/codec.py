@@ -14,6 +14,7 @@ import binascii
 import hashlib
 
 from firmware.core.commands import LFCP, TABLE
+from firmware.core.secret import same_bytes
 
 try:
     import hmac as _hmac  # CPython: the C implementation, for the reference server's throughput
@@ -70,17 +71,7 @@ class Hmac:
         return binascii.hexlify(h.digest())
 
     def check(self, msg, mac, way=UP):
-        return _same(self.hexdigest(msg, way), mac)
-
-
-def _same(a, b):
-    """Constant-time comparison: the time taken does not tell how many bytes matched."""
-    if len(a) != len(b):
-        return False
-    r = 0
-    for i in range(len(a)):
-        r |= a[i] ^ b[i]
-    return r == 0
+        return same_bytes(self.hexdigest(msg, way), mac)
 
 
 def clean(value):

@@ -22,6 +22,7 @@ import os
 import sys
 
 from firmware.core import store
+from firmware.core.secret import hmac_sha256, same_bytes
 from firmware.ota.trial import STATE, state
 
 MAGIC = b'ECAB1 '
@@ -32,30 +33,6 @@ SLOTS = ('slots/a', 'slots/b')
 
 class Refused(Exception):
     """The bundle is not installed; args[0] says why, in words for the owner."""
-
-
-def hmac_sha256(key, msg):
-    """RFC 2104 over SHA-256 (MicroPython has no hmac module; micropython-lib's would cost a
-    package for ten lines)."""
-    if isinstance(key, str):
-        key = key.encode()
-    if len(key) > 64:
-        key = hashlib.sha256(key).digest()
-    key = key + bytes(64 - len(key))
-    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
-    inner.update(msg)
-    outer = hashlib.sha256(bytes(b ^ 0x5c for b in key))
-    outer.update(inner.digest())
-    return outer.digest()
-
-
-def same_bytes(a, b):
-    if len(a) != len(b):
-        return False
-    d = 0
-    for i in range(len(a)):
-        d |= a[i] ^ b[i]
-    return d == 0
 
 
 def micropython():
