@@ -20,6 +20,7 @@ from firmware.core import commands
 from firmware.core.aio import readable
 from firmware.core.commands import CommandError
 from firmware.core.events import ARMED, MANAGEMENT, UPLINK
+from firmware.core.secret import valid_token
 from firmware.lfcp import codec as lfcp
 from firmware.lfcp.alarms import Alarms
 from firmware.lfcp.limiter import Limiter
@@ -38,17 +39,6 @@ CMD = commands.by_lfcp()
 LOG_STEM = dict((c[commands.NAME], c[commands.LOG]) for c in commands.TABLE if c[commands.LOG])
 REJECTS = ('oversized', 'fields', 'malformed', 'bad_mac', 'name', 'unknown', 'replay', 'future',
            'plain', 'unsolicited', 'source', 'rate')
-
-
-def _valid_token(t):
-    """A BotFather token's shape, <digits>:<20+ of A-Z a-z 0-9 - _> (as the Telegram bot checks)."""
-    bot, _, secret = t.partition(':')
-    if not bot.isdigit() or len(secret) < 20:
-        return False
-    for c in secret:
-        if not (c.isalpha() or c.isdigit() or c in '-_'):
-            return False
-    return True
 
 
 class LfcpClient:
@@ -366,7 +356,7 @@ class LfcpClient:
             if not auth:
                 return None, 'auth_required'
             token, chat = f[2], f[3]
-            if not _valid_token(token):
+            if not token or not valid_token(token):
                 return None, 'bad_token'  # not a token: masking it would garble every log line
             self.log.secret(token)
             try:

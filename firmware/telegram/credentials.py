@@ -8,21 +8,9 @@ starts, never the traceback. The token goes to log.secret before anything else.
 import os
 
 from firmware.core import store
+from firmware.core.secret import valid_token
 
 MAX_CHATS = 8
-
-
-def valid_token(token):
-    """BotFather tokens look like 123456789:AA...; checked without echoing the value."""
-    if token == '':
-        return True
-    bot, _, secret = token.partition(':')
-    if not bot.isdigit() or len(secret) < 20:
-        return False
-    for c in secret:
-        if not (c.isalpha() or c.isdigit() or c in '-_'):
-            return False
-    return True
 
 
 def parse_chats(value):
