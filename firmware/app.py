@@ -141,7 +141,8 @@ class App:
         w = self.wifi.status()
         gc.collect()
         return {'rssi': w.get('rssi'), 'ssid': w.get('upstream'), 'heap_free': gc.mem_free(),
-                'uptime_s': time.time() - self.started}
+                'uptime_s': time.time() - self.started,
+                'clips': self.clips.stats['clips'] if self.clips else 0}
 
     def _port_forward(self):
         if self.port_forward is None:

@@ -39,6 +39,7 @@ class HomeAssistant:
         self.cam = cam
         self.alarm = alarm
         self.vitals = vitals                    # fn() -> {'rssi', 'ssid', 'heap_free', 'uptime_s'}
+        self.clips = cfg.storage.sdcard         # the clip count, where clips can exist
         self.name = cfg.device.name
         self.base = m.topic or 'esp32cam/' + self.name
         self.avail = self.base + '/availability'
@@ -100,6 +101,8 @@ class HomeAssistant:
             ('switch', 'camera', {'name': 'Camera', 'state_topic': b + '/camera',
                                   'command_topic': b + '/camera/set'}),
         ]
+        if self.clips:
+            out.append(('sensor', 'clips', self._vital('Clips recorded', 'clips', None, None)))
         if self.m.allow_destructive:
             out.append(('button', 'reboot', {'name': 'Reboot', 'device_class': 'restart',
                                              'command_topic': b + '/reboot/press'}))

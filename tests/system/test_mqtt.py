@@ -77,6 +77,7 @@ def result(watch, since, timeout=15):
 def test_device_appears_with_every_entity(firmware, broker, watch):
     dev = firmware(mqtt_cfg(broker, allow_destructive=True))
     got = wait_configs(watch, EXPECTED | {('button', 'reboot')}, dev)
+    assert ('sensor', 'clips') not in got      # no card configured: no clip count
     for (component, oid), conf in got.items():
         assert check_discovery(component, conf) == [], (component, oid, conf)
     dev_info = got[('alarm_control_panel', 'alarm')]['device']
@@ -294,3 +295,13 @@ def test_a_silent_broker_is_noticed_by_the_keepalive(firmware, broker, watch):
     while not dev.status()['mqtt']['connected']:
         assert time.monotonic() < deadline, dev.status()['mqtt']
         time.sleep(0.2)
+
+
+def test_a_board_with_a_card_announces_its_clip_count(firmware, broker, watch):
+    """The clip count, where clips can exist: a board with the card on (here with no card in the
+    slot yet) announces a 'Clips recorded' sensor; the default board (card off) has none."""
+    dev = firmware(dict(mqtt_cfg(broker), storage={'sdcard': True}))
+    got = wait_configs(watch, EXPECTED | {('sensor', 'clips')}, dev)
+    assert check_discovery('sensor', got[('sensor', 'clips')]) == []
+    assert json.loads(watch.wait(BASE + '/vitals'))['clips'] == 0
+    assert dev.status()['card']['state'] in ('none', 'starting', 'error')
