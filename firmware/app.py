@@ -97,7 +97,8 @@ class App:
             bus.on(ALARM, self._alarm_clip)
         self.stream = StreamServer(self.cam, cfg.http, log, guard=self._guard)
         allow_origins(cfg.http.cors_origins)
-        self.admin = AdminServer(cfg.admin, self.commands, self.status, log, lazy={
+        self.admin = AdminServer(cfg.admin, self.commands, self.status, log,
+                                 photo=lambda: self.alarm.photo, lazy={
             'update': ('firmware.web.update', (cfg.update, log, self.update_status,
                                                self.recovery.reboot_soon, [])),
             'settings': ('firmware.web.settings', ('config.json', cfg, log,

@@ -53,6 +53,7 @@ class Alarm:
             log.error('alarm: cannot arm:', missing)
             self.state = 'disarmed'         # never "armed but blind" (the command is kept)
         self.events = []
+        self.photo = None                   # the frame of the latest alarm (the admin page shows it)
         self.last_alarm = None
         self.alarms = 0
         self.frames = 0
@@ -226,6 +227,9 @@ class Alarm:
     # --- detection ----------------------------------------------------------------------------
     def _raise(self, ev):
         self.alarms += 1
+        # the frame already exists (the camera's, shared): keeping the latest one costs one frame
+        # of heap until the next alarm, never a copy
+        self.photo = ev.frame if ev.frame and ev.frame[:2] == b'\xff\xd8' else None
         self.events.append(ev.info())
         if len(self.events) > self.cfg.events_kept:
             self.events.pop(0)

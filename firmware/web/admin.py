@@ -18,7 +18,7 @@ from firmware.web.access import Login
 
 
 class AdminServer:
-    def __init__(self, cfg, commands, status, log, lazy=None):
+    def __init__(self, cfg, commands, status, log, lazy=None, photo=None):
         self.user = cfg.user
         self.password = cfg.password
         self.login = Login(cfg.user, cfg.password)
@@ -45,6 +45,13 @@ class AdminServer:
         @app.route('/log')
         async def log_lines(req):     # [[time, level I/W/E, text], ...], oldest first
             return Response([list(l) for l in log.tail(log.max)])
+
+        @app.route('/alarm.jpg')
+        async def alarm_photo(req):
+            jpeg = photo() if photo else None    # the latest alarm's frame, sent without a copy
+            if not jpeg:
+                return web.error(404, 'no alarm photo since the last restart')
+            return web.jpeg(req, jpeg, 'alarm.jpg')
 
         @app.route('/commands')
         async def command_list(req):

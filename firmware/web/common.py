@@ -157,10 +157,15 @@ async def snapshot(req, cam, filename):
     except OSError as e:
         return error(503, str(e.args[0]) if e.args else 'camera unavailable')
     us = cam.stamp_us
+    return jpeg(req, frame, filename, {'X-Timestamp': '%d.%06d' % (us // 1000000, us % 1000000)})
+
+
+def jpeg(req, frame, filename, headers=None):
+    """A JPEG already in memory as the answer, sent without a copy."""
     h = {'Content-Type': 'image/jpeg', 'Content-Disposition': 'inline; filename=' + filename,
-         'X-Timestamp': '%d.%06d' % (us // 1000000, us % 1000000),
-         'Cache-Control': 'no-store'}
-    h['Content-Length'] = str(len(frame))
+         'Cache-Control': 'no-store', 'Content-Length': str(len(frame))}
+    if headers:
+        h.update(headers)
     return Response(_Once(req, frame), 200, h)
 
 

@@ -103,3 +103,28 @@ def test_settings_change_from_the_page_with_validation(firmware, tmp_path):
         drv.save_screenshot(str(tmp_path / 'settings-phone.png'))
     finally:
         drv.quit()
+
+
+@pytest.mark.timeout(120)
+def test_the_latest_alarm_shows_its_photo(firmware, tmp_path):
+    """Recent alarms with their photo: the latest alarm's frame, fetched with the login of the
+    URL, shown under its line; before any alarm the photo route says there is none."""
+    dev = firmware()
+    code, _, body = dev.get('admin', '/alarm.jpg', auth=ADMIN)
+    assert code == 404 and b'no alarm photo' in body
+    assert dev.get('admin', '/alarm.jpg')[0] == 401
+    drv = chromium(tmp_path, WIDTHS['phone'])
+    try:
+        drv.get('http://%s:%s@127.0.0.1:%d/' % (ADMIN[0], ADMIN[1], dev.ports['admin']))
+        wait(drv, "return !!document.querySelector('button[data-a=alarm_test]')")
+        drv.execute_script("document.querySelector('button[data-a=alarm_test]').click()")
+        wait(drv, "const i=document.getElementById('alarm-photo');return !!i&&i.complete&&i.naturalWidth>0")
+        size = drv.execute_script("const i=document.getElementById('alarm-photo');"
+                                  "return [i.naturalWidth,i.naturalHeight]")
+        assert size == [640, 480], size
+        assert 'test' in drv.execute_script("return document.querySelector('#alarms li').textContent")
+        drv.save_screenshot(str(tmp_path / 'admin-alarm-photo.png'))
+    finally:
+        drv.quit()
+    code, headers, body = dev.get('admin', '/alarm.jpg', auth=ADMIN)
+    assert code == 200 and body[:2] == b'\xff\xd8' and headers['Content-Type'] == 'image/jpeg'
