@@ -324,6 +324,7 @@ def test_reboot_is_acked_before_going_down_and_not_repeated(servers, device, tmp
         nat.drop_up = None
         d2 = device({'servers': ['127.0.0.1:%d' % nat.port]}, flash=tmp_path)
         wait(lambda: cmd_state(servers, a, c.id)['state'] == 'acked', 10, 'RST acked')
+        wait(lambda: d2.status()['stats']['duplicates'] >= 1, 10, 'the repeat counted')
         time.sleep(1)
         assert not d2.runs('reboot') and d2.exited() is None
         assert d2.status()['stats']['duplicates'] == 1

@@ -57,6 +57,8 @@ def test_plain_peer_interoperates_in_legacy_mode(run):
     peer, d = run({'legacy': True, 'key': ''}, 'ENAL', 'TLGC/%s/42' % token, 'WCAM')
     wait(lambda: len(peer.got('ACK')) >= 3, 15, 'three ACKs')
     wait(lambda: peer.got('ERR'), 10, 'the TLGC refusal')
+    # an ACK goes out when a command is taken, its run follows on the command worker
+    wait(lambda: d.runs('arm') and d.runs('camera_on'), 10, 'ENAL and WCAM run')
     assert len(d.runs('arm')) == 1 and len(d.runs('camera_on')) == 1
     assert not d.runs('telegram_set')
     assert [e['fields'][0] for e in peer.got('ERR')] == ['auth_required']
