@@ -1,7 +1,6 @@
 """The composition root: the only module that knows every service and wires them together."""
 import asyncio
 import gc
-import os
 import sys
 import time
 
@@ -21,14 +20,6 @@ from firmware.web.admin import AdminServer
 from firmware.web.common import Budget, Listener, allow_origins, quiet
 from firmware.web.control import ControlServer
 from firmware.web.stream import StreamServer
-
-
-def exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
 
 
 def clock():
@@ -80,13 +71,13 @@ class App:
                            management_configured=self.mgmt is not None and bool(cfg.lfcp.servers),
                            missing=missing, pir=pir)
         self.telegram = None
-        if cfg.telegram.token or exists('telegram.json'):
+        if cfg.telegram.token or store.exists('telegram.json'):
             self._telegram()
         self.port_forward = None
         self.mqtt = None
-        if cfg.mqtt.host or exists('mqtt.json'):   # mqtt.json: entities to take off the broker
+        if cfg.mqtt.host or store.exists('mqtt.json'):   # mqtt.json: entities to take off the broker
             self._mqtt()
-        if exists('upnp.json'):     # a port may be left open on the router: clean up at boot
+        if store.exists('upnp.json'):     # a port may be left open on the router: clean up at boot
             self._port_forward()
         self.card = self.clips = self.admin = None
         self.clip_routes = False
@@ -420,7 +411,7 @@ def boot_check():
 
 
 def main(path='config.json'):
-    if exists('maintenance'):
+    if store.exists('maintenance'):
         # `make deploy` is copying files: no watchdog may reset the board meanwhile
         print('maintenance boot: no watchdog, no servers; the REPL is free for mpremote.')
         print('to start the firmware: mpremote rm :maintenance + reset')

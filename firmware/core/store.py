@@ -9,6 +9,14 @@ import os
 from errno import EEXIST
 
 
+def exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
 def load(path, default=None):
     try:
         with open(path) as f:

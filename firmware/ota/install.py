@@ -41,16 +41,8 @@ def micropython():
     return '%d.%d.%d' % (v[0], v[1], v[2]), getattr(sys.implementation, '_mpy', 0)
 
 
-def exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
-
-
 def remove_tree(path):
-    if not exists(path):
+    if not store.exists(path):
         return
     for name, kind, _ in [e[:3] for e in os.ilistdir(path)]:
         p = path + '/' + name
@@ -64,7 +56,7 @@ def remove_tree(path):
 def tree_bytes(path, block):
     """Flash a tree occupies (whole blocks, one more per file for its metadata)."""
     n = 0
-    if exists(path):
+    if store.exists(path):
         for name, kind, _, size in [e[:4] for e in os.ilistdir(path)]:
             p = path + '/' + name
             if kind == 0x4000:
@@ -78,7 +70,7 @@ def makedirs(path):
     p = ''
     for part in path.split('/'):
         p = p + '/' + part if p else part
-        if not exists(p):
+        if not store.exists(p):
             os.mkdir(p)
 
 
