@@ -244,7 +244,8 @@ def conditions():
 
 
 # ---------------------------------------------------------------- files
-def write_set(outdir, conds=None):
+def write_set(outdir, conds=None, stamp=None):
+    """Write a set (this one, or `conds` with their own `stamp`) as index.json + <name>.bin."""
     conds = conditions() if conds is None else conds
     os.makedirs(outdir, exist_ok=True)
     index = []
@@ -257,7 +258,7 @@ def write_set(outdir, conds=None):
     with open(os.path.join(outdir, 'index.json'), 'w') as f:
         json.dump(index, f)
     with open(os.path.join(outdir, '.stamp'), 'w') as f:
-        f.write(_stamp() + '\n')
+        f.write((stamp or _stamp()) + '\n')
     return index
 
 

@@ -30,7 +30,6 @@ import io
 import json
 import math
 import os
-import struct
 import sys
 
 import numpy as np
@@ -334,20 +333,8 @@ def _conditions():
 
 
 def write_set(outdir, conds=None):
-    conds = conditions() if conds is None else conds
-    os.makedirs(outdir, exist_ok=True)
-    index = []
-    for c in conds:
-        with open(os.path.join(outdir, c['name'] + '.bin'), 'wb') as f:
-            for fr in c['frames']:
-                f.write(struct.pack('<I', len(fr)))
-                f.write(fr)
-        index.append({k: v for k, v in c.items() if k != 'frames'})
-    with open(os.path.join(outdir, 'index.json'), 'w') as f:
-        json.dump(index, f)
-    with open(os.path.join(outdir, '.stamp'), 'w') as f:
-        f.write(_stamp() + '\n')
-    return index
+    from sim import motion_set  # the same files as the old set
+    return motion_set.write_set(outdir, conditions() if conds is None else conds, _stamp())
 
 
 def _stamp():
