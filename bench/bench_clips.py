@@ -12,9 +12,7 @@ import base64
 import json
 import os
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 import urllib.request
 
@@ -23,7 +21,7 @@ ROOT = os.path.dirname(HERE)
 
 from peers import fake_telegram as ft  # noqa: E402
 from sim.simulate import Board  # noqa: E402
-from testkit.helpers import MjpegReader, free_port  # noqa: E402
+from testkit.helpers import Viewers, free_port  # noqa: E402
 
 SECONDS = float(os.environ.get('BENCH_SECONDS', '5'))
 MP = os.path.join(ROOT, '.venv', 'bin', 'micropython')
@@ -56,41 +54,6 @@ def until(pred, timeout, what):
             return v
         time.sleep(0.05)
     raise RuntimeError('timed out waiting for ' + what)
-
-
-class Viewers:
-    """n viewers in threads; per viewer the arrival times of its frames."""
-
-    def __init__(self, port, n):
-        self.times = [[] for _ in range(n)]
-        self.stop = False
-        self.threads = [threading.Thread(target=self._watch, args=(port, i), daemon=True) for i in range(n)]
-        for t in self.threads:
-            t.start()
-
-    def _watch(self, port, i):
-        try:
-            r = MjpegReader(port, '/stream', timeout=10)
-            while not self.stop:
-                r.frame()
-                self.times[i].append(time.monotonic())
-            r.close()
-        except (OSError, EOFError):
-            pass
-
-    def rate(self, t0, t1):
-        """Slowest viewer's frames per second in [t0, t1], and the longest gap between frames."""
-        fps = min(len([t for t in ts if t0 <= t <= t1]) / (t1 - t0) for ts in self.times)
-        gap = 0
-        for ts in self.times:
-            w = [t for t in ts if t0 <= t <= t1]
-            gap = max([gap] + [b - a for a, b in zip(w, w[1:])])
-        return fps, gap
-
-    def close(self):
-        self.stop = True
-        for t in self.threads:
-            t.join(15)
 
 
 def card_throughput(tmp):

@@ -13,7 +13,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -21,7 +20,7 @@ ROOT = os.path.dirname(HERE)
 
 from peers import fake_telegram as ft  # noqa: E402
 from sim.simulate import Board  # noqa: E402
-from testkit.helpers import MjpegReader, free_port  # noqa: E402
+from testkit.helpers import Viewers, free_port  # noqa: E402
 
 ROUNDS = int(os.environ.get('BENCH_ROUNDS', '5'))
 TOKEN = '123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw'
@@ -71,35 +70,6 @@ class Device:
             self.sock.close()
         finally:
             self.board.stop()
-
-
-class Viewers:
-    """n MJPEG viewers in threads, counting frames with their arrival times."""
-
-    def __init__(self, port, n):
-        self.times = [[] for _ in range(n)]
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._watch, args=(port, i), daemon=True) for i in range(n)]
-        for t in self.threads:
-            t.start()
-
-    def _watch(self, port, i):
-        try:
-            r = MjpegReader(port, '/stream', timeout=10)
-            while not self.stop.is_set():
-                r.frame()
-                self.times[i].append(time.monotonic())
-            r.close()
-        except (OSError, EOFError):
-            pass
-
-    def fps(self, t0, t1):
-        return [len([t for t in ts if t0 <= t < t1]) / (t1 - t0) for ts in self.times]
-
-    def close(self):
-        self.stop.set()
-        for t in self.threads:
-            t.join(15)
 
 
 def run_photos(dev, fake, path, rounds):

@@ -2,6 +2,7 @@
 import os
 import shutil
 import socket
+import threading
 import time
 import zlib
 
@@ -151,3 +152,43 @@ def first_frames(port, n=8):
             times.append(float('inf'))
         s.close()
     return times
+
+
+class Viewers:
+    """n MJPEG viewers in threads, each keeping the arrival times of its frames (benchmarks)."""
+
+    def __init__(self, port, n, path='/stream'):
+        self.times = [[] for _ in range(n)]
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._watch, args=(port, path, i), daemon=True)
+                        for i in range(n)]
+        for t in self.threads:
+            t.start()
+
+    def _watch(self, port, path, i):
+        try:
+            r = MjpegReader(port, path, timeout=10)
+            while not self.stop.is_set():
+                r.frame()
+                self.times[i].append(time.monotonic())
+            r.close()
+        except (OSError, EOFError):
+            pass
+
+    def fps(self, t0, t1):
+        """Each viewer's frames per second in [t0, t1)."""
+        return [len([t for t in ts if t0 <= t < t1]) / (t1 - t0) for ts in self.times]
+
+    def rate(self, t0, t1):
+        """The slowest viewer's frames per second in [t0, t1], and the longest gap between frames."""
+        fps = min(len([t for t in ts if t0 <= t <= t1]) / (t1 - t0) for ts in self.times)
+        gap = 0
+        for ts in self.times:
+            w = [t for t in ts if t0 <= t <= t1]
+            gap = max([gap] + [b - a for a, b in zip(w, w[1:])])
+        return fps, gap
+
+    def close(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(15)
