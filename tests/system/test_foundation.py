@@ -115,9 +115,13 @@ def test_control_errors_follow_camerawebserver(firmware):
     assert code == 404
     assert dev.get('control', '/control?var=quality&val=20')[0] == 200
     assert json.loads(dev.get('control', '/status')[2])['quality'] == 20
-    # an oversized request is refused and the server keeps answering
-    code, _, _ = dev.get('control', '/status', data=b'x' * 20000)
-    assert code == 413
+    # an oversized request is refused by its declared length and the server keeps answering
+    # (the body is not sent: a server that closes with 20 KB unread resets the connection, and
+    # the client may lose the answer to that reset, whatever the server said)
+    with socket.create_connection(('127.0.0.1', dev.ports['control']), timeout=10) as s:
+        s.sendall(b'POST /status HTTP/1.1\r\nHost: x\r\nContent-Length: 20000\r\n\r\n')
+        head = s.recv(4096)
+    assert head.startswith(b'HTTP/1.') and head.split()[1] == b'413', head[:80]
     assert dev.get('control', '/status')[0] == 200
 
 
