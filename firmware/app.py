@@ -370,7 +370,7 @@ class App:
                                 ('stream', self.stream.app, h.stream_port),
                                 ('admin', self.admin.app, h.admin_port)):
             listener = Listener(app, h.bind, port, h.backlog, self.log, self.budget,
-                                admin=app is self.admin.app,
+                                admin=app is self.admin.app, streams=app is self.stream.app,
                                 on_connect=self.stream.make_room if app is self.stream.app else None)
             self.listeners.append(listener)
             sup.spawn('http-' + name, listener.run)

@@ -124,7 +124,14 @@ class Reader:
 def refuse(s, text):
     """Answer a connection refused at accept with a short HTTP text, without waiting: the
     socket's buffer takes a few hundred bytes at once, and a client that reads nothing loses
-    nothing but this."""
+    nothing but this. What the client sent already is read first: closing with unread bytes
+    resets the connection (lwIP and Linux alike), and a reset can overtake the answer."""
+    try:
+        for _ in range(8):          # a request head; a flood is not read to its end
+            if not s.read(256):
+                break
+    except OSError:
+        pass
     try:
         s.write(text)
     except OSError:

@@ -213,13 +213,19 @@ class Budget:
             used += 1
             if c[0] is listener and c[1] == host:
                 mine += 1
-                if oldest is None or time.ticks_diff(c[4], oldest[4]) < 0:
+                # its idle ones first, then (a stream port) its oldest
+                if oldest is None or c[2].reading > oldest[2].reading or (
+                        c[2].reading == oldest[2].reading and time.ticks_diff(c[4], oldest[4]) < 0):
                     oldest = c
             if c[2].reading and (idle is None or time.ticks_diff(c[4], idle[4]) < 0):
                 idle = c
         if mine >= per:
-            # its oldest connection gives way (a viewer that reconnects replaces its last one,
-            # whose disconnect may not be noticed yet): a client only ever competes with itself
+            # a client only ever competes with itself: a viewer that reconnects replaces its last
+            # stream, whose disconnect may not be noticed yet; but a browser's parallel requests
+            # to a page's port are never cut off mid-answer (the page saw "Failed to fetch"):
+            # the newcomer waits for its turn with a 503
+            if not (oldest[2].reading or listener.streams):
+                return '%d connections from %s busy' % (mine, host)
             self._drop(oldest)
         elif used >= limit:
             if idle is None:
@@ -257,8 +263,10 @@ class Listener:
 
     BUSY = b'HTTP/1.0 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Length: 5\r\n\r\nbusy\n'
 
-    def __init__(self, app, host, port, backlog, log, budget, on_connect=None, admin=False):
+    def __init__(self, app, host, port, backlog, log, budget, on_connect=None, admin=False,
+                 streams=False):
         self.app = app
+        self.streams = streams          # its connections last: a client's newest replaces its oldest
         self.on_connect = on_connect    # fn(), before a connection's request is read
         self.host = host
         self.port = port

@@ -365,3 +365,51 @@ def test_one_address_cannot_take_every_connection(firmware):
     assert json.loads(body)['framesize'] == 8
     for s in socks:
         s.close()
+
+
+def test_a_clients_own_requests_are_never_cut_off_mid_answer(firmware):
+    """The admin page saw "Failed to fetch" now and then: a browser sends a page's requests over
+    parallel connections, and a client's third connection on the admin port closed its oldest
+    while that one was being answered (an update upload, say). Now the newcomer waits its turn
+    with a 503 and Retry-After; what was being answered finishes."""
+    from conftest import ADMIN
+    dev = firmware()
+    port = dev.ports['admin']
+    token = base64.b64encode(('%s:%s' % ADMIN).encode()).decode()
+
+    def connect():
+        s = socket.create_connection(('127.0.0.1', port), timeout=10)
+        return s
+
+    def answer(s):
+        data = b''
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except OSError as e:
+            data += repr(e).encode()
+        s.close()
+        return data
+
+    # two uploads whose heads are in and whose bodies are still coming: being answered
+    uploads = []
+    for _ in range(2):
+        s = connect()
+        s.sendall(('POST /settings HTTP/1.0\r\nHost: x\r\nAuthorization: Basic %s\r\n'
+                   'Content-Type: application/json\r\nContent-Length: 12\r\n\r\n{"log"' % token).encode())
+        uploads.append(s)
+    # asked from another address: a third connection of this one is what the test is about
+    wait(lambda: json.loads(get_from('127.0.0.2', port, '/status', ADMIN))['connections']['open'] >= 3,
+         10, 'both uploads being read')
+    s = connect()
+    s.sendall(('GET /status HTTP/1.0\r\nHost: x\r\nAuthorization: Basic %s\r\n\r\n' % token).encode())
+    third = answer(s)
+    for u in uploads:
+        u.sendall(b': {}}\r\n')
+    got = [answer(u) for u in uploads]
+    for g in got:
+        assert g.startswith(b'HTTP/1.0 '), ('an upload was cut off', got)
+    assert third.startswith(b'HTTP/1.0 503') and b'Retry-After' in third, third
