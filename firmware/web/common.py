@@ -213,9 +213,10 @@ class Budget:
             used += 1
             if c[0] is listener and c[1] == host:
                 mine += 1
-                # its idle ones first, then (a stream port) its oldest
-                if oldest is None or c[2].reading > oldest[2].reading or (
-                        c[2].reading == oldest[2].reading and time.ticks_diff(c[4], oldest[4]) < 0):
+                # the oldest; on a page's port its idle ones first
+                idler = 0 if listener.streams else c[2].reading - oldest[2].reading if oldest else 0
+                if oldest is None or idler > 0 or (
+                        idler == 0 and time.ticks_diff(c[4], oldest[4]) < 0):
                     oldest = c
             if c[2].reading and (idle is None or time.ticks_diff(c[4], idle[4]) < 0):
                 idle = c
