@@ -1,0 +1,201 @@
+"""The flash LED (GPIO 4 by PWM, firmware/camera/flash.py) as CameraWebServer drives it, and the
+flash on photos at night, on the whole firmware with either camera family.
+
+The simulated PWM (tools/sim/board/machine.py) records the LED in $ESP32SIM/pwm4.json: duty_u16,
+"lit" (how often it went from dark to lit), "lit_ms". While it is lit the simulated camera serves
+the frames of camera.json "lit": a photo shows the flash.
+"""
+import io
+import json
+import time
+
+import pytest
+from PIL import Image, ImageDraw, ImageFilter, ImageStat
+from sim import scene
+from testkit.helpers import MjpegReader
+from testkit.peers import peers, wait  # noqa: F401  (peers is a fixture)
+
+pytestmark = pytest.mark.timeout(90)
+W, H = 320, 240
+FAMILIES = ['functions', 'class']
+
+
+def env(family):
+    return {'SIM_CAMERA': 'class' if family == 'class' else ''}
+
+
+def mean(jpeg):
+    return ImageStat.Stat(Image.open(io.BytesIO(jpeg)).convert('L')).mean[0]
+
+
+@pytest.fixture(scope='module')
+def scenes(tmp_path_factory):
+    """A dark room (mean grey ~17), the same room lit by the LED (a bright spot in the middle, as
+    a flash lights what is in front of it: no uniform gain the detector could explain away) and
+    daylight (~114)."""
+    root = tmp_path_factory.mktemp('scenes')
+    dark = scene.render(W, H, light=0.15)
+    day = scene.render(W, H, light=1.0)
+    spot = Image.new('L', (W, H), 0)
+    ImageDraw.Draw(spot).ellipse((W // 4, H // 6, 3 * W // 4, 5 * H // 6), fill=255)
+    lit = Image.composite(day, dark, spot.filter(ImageFilter.GaussianBlur(20)))
+    out = {}
+    for name, im in (('dark', dark), ('lit', lit), ('day', day)):
+        d = root / name
+        d.mkdir()
+        for i in range(4):   # sensor noise differs per frame
+            noisy = scene.render(W, H, light=0.15, seed=i) if name == 'dark' else im
+            (d / ('%04d.jpg' % i)).write_bytes(scene.encode_jpeg(noisy))
+        out[name] = str(d)
+    return out
+
+
+def led(dev):
+    return dev.board.read('pwm4', {}) or {}
+
+
+def control(dev, var, val):
+    return dev.get('control', '/control?var=%s&val=%d' % (var, val))
+
+
+def cws(dev):
+    code, _, body = dev.get('control', '/status')
+    assert code == 200
+    return json.loads(body)
+
+
+# --- led_intensity: CameraWebServer's control ----------------------------------------------------
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_led_intensity_sets_the_duty_and_capture_flashes(firmware, scenes, family):
+    dev = firmware({'camera': {'framesize': 'QVGA'}}, env=env(family),
+                   camera={'folder': scenes['dark'], 'lit': scenes['lit']})
+    assert led(dev).get('duty_u16') == 0, 'the LED starts dark'
+    assert cws(dev)['led_intensity'] == 0
+    assert control(dev, 'led_intensity', 128)[0] == 200
+    assert cws(dev)['led_intensity'] == 128
+    assert led(dev).get('duty_u16', 0) == 0, 'nobody streams: not lit yet (CameraWebServer)'
+
+    code, _, body = control(dev, 'led_intensity', 256)
+    assert code == 400 and b'0..255' in body
+    assert cws(dev)['led_intensity'] == 128
+
+    # /capture: on, the sensor adapts, the frame, off
+    code, hdr, photo = dev.get('control', '/capture')
+    assert code == 200 and hdr['Content-Type'] == 'image/jpeg'
+    assert mean(photo) > 35, 'the photo is the lit scene (mean grey %.0f)' % mean(photo)
+    s = led(dev)
+    assert s['lit'] == 1 and s['duty_u16'] == 0, s
+    on = [d for _, d in s['log'] if d]
+    assert on and all(abs(d - 128 * 65535 // 255) <= 8 for d in on), s   # 128/255 of full
+    assert 100 <= s['lit_ms'] < 2000, s
+
+    # led_intensity 0: /capture as before, no light
+    assert control(dev, 'led_intensity', 0)[0] == 200
+    code, _, photo = dev.get('control', '/capture')
+    assert code == 200 and mean(photo) < 30
+    assert led(dev)['lit'] == 1
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_stream_lights_the_led_until_the_last_viewer_leaves(firmware, family):
+    dev = firmware({'camera': {'framesize': 'QVGA', 'flash_stream_max': 100}}, env=env(family))
+    assert control(dev, 'led_intensity', 200)[0] == 200
+    viewers = [MjpegReader(dev.ports['stream']) for _ in range(2)]
+    try:
+        for v in viewers:
+            v.frame()
+        s = led(dev)
+        assert s['lit'] == 1 and abs(s['duty_u16'] - 100 * 257) <= 8, s   # capped while streaming
+        viewers.pop().close()
+        time.sleep(0.3)
+        assert led(dev)['duty_u16'] > 0, 'one viewer still watches'
+        # a change while streaming applies at once (CameraWebServer)
+        assert control(dev, 'led_intensity', 50)[0] == 200
+        assert abs(led(dev)['duty_u16'] - 50 * 257) <= 8
+    finally:
+        for v in viewers:
+            v.close()
+    wait(lambda: led(dev).get('duty_u16') == 0, 10, 'the LED off after the last viewer')
+    assert led(dev)['lit'] == 1
+
+
+def test_an_armed_camera_stays_dark_for_viewers(firmware):
+    """camera.flash_stream 'disarmed' (the default): a viewer of an armed camera lights nothing."""
+    dev = firmware({'camera': {'framesize': 'QVGA'}})
+    assert control(dev, 'led_intensity', 200)[0] == 200
+    assert dev.admin('arm')[0] == 200
+    v = MjpegReader(dev.ports['stream'])
+    try:
+        v.frame()
+        time.sleep(0.5)
+        assert led(dev).get('duty_u16', 0) == 0
+        assert dev.admin('disarm')[0] == 200
+        wait(lambda: led(dev).get('duty_u16', 0) > 0, 5, 'lit once disarmed')
+    finally:
+        v.close()
+
+
+def test_no_flash_pin_refuses_led_intensity(firmware):
+    dev = firmware({'camera': {'framesize': 'QVGA', 'flash_pin': None}})
+    code, _, body = control(dev, 'led_intensity', 100)
+    assert code == 501 and b'no flash LED' in body, body
+    assert 'led_intensity' not in cws(dev)
+    assert dev.get('control', '/capture')[0] == 200
+    assert led(dev) == {}
+
+
+def test_flash_pin_is_checked_at_boot(firmware):
+    dev = firmware({'camera': {'flash_pin': 36}}, ready=False)
+    dev.wait_console('config refused', timeout=20)
+    assert 'camera.flash_pin: must be null (no LED) or a free output GPIO' in dev.console()
+
+
+# --- flash on photo at night ---------------------------------------------------------------------
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_night_flashes_the_alarm_photo_in_the_dark_only(firmware, peers, scenes, family):
+    tg = peers.telegram()
+    dev = firmware(peers.config(telegram=tg, camera={'framesize': 'QVGA', 'flash': 'night'},
+                                alarm={'event_gap_s': 0}),
+                   env=env(family), camera={'folder': scenes['dark'], 'lit': scenes['lit']})
+    assert dev.admin('alarm_test')[0] == 200
+    wait(lambda: tg.photos, 20, 'the test alarm photo at the fake Telegram')
+    assert mean(tg.photos[-1]['jpeg']) > 35, 'lit in the dark'
+    assert led(dev)['lit'] == 1 and led(dev)['duty_u16'] == 0
+
+    dev.board.control('camera', folder=scenes['day'])
+    time.sleep(0.5)
+    assert dev.admin('alarm_test')[0] == 200
+    wait(lambda: len(tg.photos) >= 2, 20, 'the daylight photo')
+    assert mean(tg.photos[-1]['jpeg']) > 100
+    assert led(dev)['lit'] == 1, 'no flash in daylight'
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_flash_is_no_motion(firmware, scenes, family):
+    """Photos flashed while armed, and the LED lighting the scene for a viewer, raise no alarm:
+    the detector skips the frames the flash dazzles and relearns a scene the LED now lights."""
+    dev = firmware({'camera': {'framesize': 'QVGA', 'flash': 'always', 'flash_stream': 'always'},
+                    'alarm': {'min_frames': 1, 'event_gap_s': 0}},
+                   env=env(family), camera={'folder': scenes['dark'], 'lit': scenes['lit']})
+    assert control(dev, 'led_intensity', 255)[0] == 200     # armed, /control wants a login
+    assert dev.admin('arm')[0] == 200
+    wait(lambda: dev.status()['alarm']['frames_checked'] >= 10, 20, 'the detector learnt the room')
+    for _ in range(3):
+        code, _, photo = dev.get('control', '/capture')
+        assert code == 200 and mean(photo) > 35
+        time.sleep(0.3)
+    v = MjpegReader(dev.ports['stream'])
+    try:
+        v.frame()
+        start = dev.status()['alarm']['frames_checked']
+        wait(lambda: dev.status()['alarm']['frames_checked'] >= start + 10, 20, 'lit frames checked')
+    finally:
+        v.close()
+    wait(lambda: led(dev).get('duty_u16') == 0, 10, 'dark again')
+    start = dev.status()['alarm']['frames_checked']
+    wait(lambda: dev.status()['alarm']['frames_checked'] >= start + 10, 20, 'dark frames checked')
+    a = dev.status()['alarm']
+    assert a['alarms'] == 0 and a['flash_skipped'] > 0, a
+    assert led(dev)['lit'] == 4, led(dev)
