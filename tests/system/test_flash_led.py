@@ -40,6 +40,12 @@ def scenes(tmp_path_factory):
     ImageDraw.Draw(spot).ellipse((W // 4, H // 6, 3 * W // 4, 5 * H // 6), fill=255)
     lit = Image.composite(day, dark, spot.filter(ImageFilter.GaussianBlur(20)))
     out = {}
+    d = root / 'dark_motion'         # a person crosses the dark room (mean grey ~25)
+    d.mkdir()
+    for i in range(16):
+        im = scene.render(W, H, t=i / 16, objects=scene.crossing(i / 16), light=0.2, seed=i)
+        (d / ('%04d.jpg' % i)).write_bytes(scene.encode_jpeg(im))
+    out['dark_motion'] = str(d)
     for name, im in (('dark', dark), ('lit', lit), ('day', day)):
         d = root / name
         d.mkdir()
@@ -199,3 +205,23 @@ def test_flash_is_no_motion(firmware, scenes, family):
     a = dev.status()['alarm']
     assert a['alarms'] == 0 and a['flash_skipped'] > 0, a
     assert led(dev)['lit'] == 4, led(dev)
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_night_flashes_the_photo_of_a_motion_alarm(firmware, peers, scenes, family):
+    """The alarm's own photo (Telegram, MQTT, the admin page) is a fresh frame lit by the flash
+    when the detector's frame is dark; the flash then raises no second alarm."""
+    tg = peers.telegram()
+    dev = firmware(peers.config(telegram=tg, camera={'framesize': 'QVGA', 'flash': 'night'},
+                                alarm={'event_gap_s': 0}),
+                   env=env(family), camera={'folder': scenes['dark'], 'lit': scenes['lit']})
+    assert dev.admin('arm')[0] == 200
+    wait(lambda: dev.status()['alarm']['frames_checked'] >= 10, 20, 'the detector learnt the room')
+    t0 = time.monotonic()
+    dev.board.control('camera', folder=scenes['dark_motion'])
+    wait(lambda: tg.photos, 20, 'the alarm photo at the fake Telegram')
+    dev.board.control('camera', folder=scenes['dark'])
+    assert mean(tg.photos[0]['jpeg']) > 35, 'the alarm photo is lit'
+    assert time.monotonic() - t0 < 10
+    assert led(dev)['lit'] >= 1
+    assert dev.status()['flash']['flashes'] >= 1
