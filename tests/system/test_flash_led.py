@@ -7,12 +7,16 @@ the frames of camera.json "lit": a photo shows the flash.
 """
 import io
 import json
+import os
+import subprocess
+import textwrap
 import time
 
 import pytest
 from PIL import Image, ImageDraw, ImageFilter, ImageStat
-from sim import scene
+from sim import scene, simulate
 from testkit.helpers import MjpegReader
+from testkit.paths import ROOT
 from testkit.peers import peers, wait  # noqa: F401  (peers is a fixture)
 
 pytestmark = pytest.mark.timeout(90)
@@ -225,3 +229,49 @@ def test_night_flashes_the_photo_of_a_motion_alarm(firmware, peers, scenes, fami
     assert time.monotonic() - t0 < 10
     assert led(dev)['lit'] >= 1
     assert dev.status()['flash']['flashes'] >= 1
+
+
+# --- the stand-in --------------------------------------------------------------------------------
+
+def test_pwm_stand_in_is_as_strict_as_the_port(tmp_path):
+    """machine.PWM refuses what ports/esp32/machine_pwm.c refuses, keeps the duty at the timer's
+    resolution and records the LED."""
+    (tmp_path / '.sim').mkdir()
+    (tmp_path / 't.py').write_text(textwrap.dedent("""
+        import json, machine
+        def R(*a): print('R ' + json.dumps(list(a)))
+        def err(f):
+            try:
+                f()
+            except Exception as e:
+                return type(e).__name__ + ': ' + str(e)
+        R('pin', err(lambda: machine.PWM(machine.Pin(36))), err(lambda: machine.PWM(6)))
+        R('two', err(lambda: machine.PWM(machine.Pin(4), duty=1, duty_u16=1)))
+        R('freq', err(lambda: machine.PWM(machine.Pin(4), freq=0)))
+        half = machine.PWM(machine.Pin(2))
+        R('half', half.duty_u16())
+        p = machine.PWM(machine.Pin(4), freq=5000, duty_u16=0)
+        R('dark', p.duty_u16(), p.freq())
+        R('range', err(lambda: p.duty_u16(65536)), err(lambda: p.duty_u16(-1)))
+        p.duty_u16(128 * 257)
+        R('lit', p.duty_u16())
+        p.deinit()
+        R('deinit', err(lambda: p.duty_u16()), err(lambda: p.duty_u16(1)))
+    """))
+    env = dict(os.environ, MICROPYPATH=os.path.join(ROOT, 'tools', 'sim', 'board') + ':.frozen',
+               ESP32SIM=str(tmp_path / '.sim'))
+    r = subprocess.run([simulate.micropython_bin(), 't.py'], cwd=str(tmp_path), env=env,
+                       capture_output=True, timeout=20)
+    assert r.returncode == 0, r.stdout + r.stderr
+    res = {x[0]: x[1:] for x in (json.loads(line[2:]) for line in r.stdout.decode().splitlines()
+                                 if line.startswith('R '))}
+    assert res['pin'] == ['ValueError: PWM not supported on Pin(36)', 'ValueError: invalid pin']
+    assert 'only one of' in res['two'][0]
+    assert res['freq'] == ['ValueError: frequency must be from 1Hz to 40MHz']
+    assert res['half'] == [32768], 'no duty given: the port starts at 50 %'
+    assert res['dark'] == [0, 5000]
+    assert res['range'] == ['ValueError: duty_u16 must be from 0 to 65535'] * 2
+    assert res['lit'] == [128 * 257 // 8 * 8], '13 bits at 5 kHz'
+    assert res['deinit'] == ['RuntimeError: PWM inactive'] * 2
+    st = json.loads((tmp_path / '.sim' / 'pwm4.json').read_text())
+    assert st['lit'] == 1 and st['duty_u16'] == 0 and st['freq'] == 5000
