@@ -20,7 +20,6 @@ from firmware.core.events import ALARM, ARMED, CAMERA, INTERNET, MANAGEMENT
 STATE_FILE = 'alarm.json'
 NO_MEMORY_RETRY_S = 5
 DARK = 40               # mean grey (0..255) of a frame's luma below which camera.flash 'night' lights
-FLASH_ALARM_MS = 1000   # an alarm photo waits at most this for its lit frame, then goes without
 
 
 class AlarmEvent:
@@ -304,7 +303,7 @@ class Alarm:
                         duty = self.cam.cfg.flash_intensity if self._level() < DARK else 0
                     if duty:                # one frame in the heap: the unlit one goes first
                         photo = None
-                        photo = await self.cam.lit_frame(duty, FLASH_ALARM_MS) or self.cam.frame
+                        photo = await self.cam.lit_frame(duty) or self.cam.frame
                     self._raise(AlarmEvent(reason, self.score, photo))
                     photo = None
             frame = None

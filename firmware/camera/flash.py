@@ -14,6 +14,7 @@ import time
 FREQ = 5000         # Hz, as CameraWebServer's ledcSetup(channel, 5000, 8)
 ADAPT_MS = 150      # LED on this long before the frame (CameraWebServer's delay)
 SETTLE_MS = 1000    # after the light changed, the exposure hunts this long: no detection
+WAIT_MS = 1000      # a photo waits at most this for its lit frame, then goes without
 
 
 class Flash:

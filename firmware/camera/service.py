@@ -151,16 +151,16 @@ class CameraService:
             frame = None
             duty = self.cfg.flash_intensity
         if duty:
-            frame = await self.lit_frame(duty, timeout_ms)
+            frame = await self.lit_frame(duty)
             if frame:
                 return frame
         return await self._fresh(timeout_ms)
 
-    async def lit_frame(self, duty, timeout_ms):
-        """A frame captured with the flash LED at `duty`, or None when none came in time (the
-        caller then takes one without). The LED goes on, the sensor gets ADAPT_MS to follow,
-        then the second frame is taken: the driver may hold one exposed before the LED."""
-        from firmware.camera.flash import ADAPT_MS
+    async def lit_frame(self, duty):
+        """A frame captured with the flash LED at `duty`, or None when none came within WAIT_MS
+        (the caller then takes one without). The LED goes on, the sensor gets ADAPT_MS to
+        follow, then the second frame is taken: the driver may hold one exposed before the LED."""
+        from firmware.camera.flash import ADAPT_MS, WAIT_MS as timeout_ms
         f = self.flash
         f.hold(duty)
         self._oneshot += 1

@@ -81,6 +81,7 @@ def test_led_intensity_sets_the_duty_and_capture_flashes(firmware, scenes, famil
     dev = firmware({'camera': {'framesize': 'QVGA'}}, env=env(family),
                    camera={'folder': scenes['dark'], 'lit': scenes['lit']})
     assert led(dev).get('duty_u16') == 0, 'the LED starts dark'
+    assert b'id="led_intensity"' in dev.get('control', '/')[2], 'the page has the slider'
     assert cws(dev)['led_intensity'] == 0
     assert control(dev, 'led_intensity', 128)[0] == 200
     assert cws(dev)['led_intensity'] == 128
