@@ -276,3 +276,58 @@ def test_pwm_stand_in_is_as_strict_as_the_port(tmp_path):
     assert res['deinit'] == ['RuntimeError: PWM inactive'] * 2
     st = json.loads((tmp_path / '.sim' / 'pwm4.json').read_text())
     assert st['lit'] == 1 and st['duty_u16'] == 0 and st['freq'] == 5000
+
+
+LIT_FAILS = r'''
+import asyncio, time
+from firmware.camera.flash import Flash
+from firmware.camera.service import CameraService
+from firmware.core.log import Log
+
+class Cfg:
+    framesize = 'QVGA'; quality = 12; vflip = hmirror = brightness = contrast = saturation = 0
+    special_effect = wb_mode = 0; xclk_mhz = 10; max_fps = 25; reboot_after_failures = 0
+    format = 'JPEG'; flash = 'always'; flash_intensity = 255; flash_stream = 'disarmed'
+    flash_stream_max = 255
+
+class Pwm:
+    duty = 0
+    def duty_u16(self, d):
+        self.duty = d
+
+pwm = Pwm()
+
+class Drv:
+    JPEG = 4; PSRAM = 0; XCLK_10MHz = 10; XCLK_20MHz = 20; FRAME_QVGA = 5
+    def init(self, *a, **k): return True
+    def deinit(self): return True
+    def capture(self):
+        time.sleep_ms(20)
+        return False if pwm.duty else b'\xff\xd8 unlit'   # no frame comes while the LED is lit
+    def __getattr__(self, name):
+        if name == 'SETTERS':
+            raise AttributeError(name)
+        return lambda *a: None
+
+async def main():
+    cam = CameraService(Drv(), Cfg(), Log(20), flash=Flash(pwm, Cfg()))
+    t = asyncio.create_task(cam.run())
+    frame = await cam.snapshot()
+    print('RESULT', frame, pwm.duty, cam.flash.flashes)
+    t.cancel()
+
+asyncio.run(main())
+'''
+
+
+def test_a_photo_whose_lit_frame_never_comes_goes_without_flash(tmp_path):
+    """The lit frame is waited for at most flash.WAIT_MS; then the photo is taken unlit and the
+    LED is off again (here the camera delivers nothing while the LED is lit)."""
+    script = tmp_path / 'script.py'
+    script.write_text(LIT_FAILS)
+    r = subprocess.run([simulate.micropython_bin(), str(script)], cwd=str(tmp_path),
+                       capture_output=True, text=True, timeout=30,
+                       env=dict(os.environ, MICROPYPATH=':'.join(['.frozen', ROOT])))
+    line = [x for x in r.stdout.splitlines() if x.startswith('RESULT')]
+    assert line == ["RESULT b'\\xff\\xd8 unlit' 0 1"], r.stdout + r.stderr
+    assert 'flash: no frame within 1000 ms: the photo is taken without' in r.stdout
