@@ -54,7 +54,8 @@ class App:
         self.wifi = Wifi(network, cfg.wifi, log, bus, self.recovery, beat=lambda: sup.beat('wifi'))
         self.internet = Internet(cfg.internet, log, bus)
         self.cam = CameraService(driver or camera_driver(camera), cfg.camera, log, bus, beat=lambda: sup.beat('camera'),
-                                 on_give_up=lambda why: self.recovery.reboot_soon(why))
+                                 on_give_up=lambda why: self.recovery.reboot_soon(why),
+                                 flash=self._flash(machine))
         self.running = False        # True once run() has spawned the tasks
         self.mgmt = None
         if cfg.lfcp.key or cfg.lfcp.legacy:
@@ -106,6 +107,19 @@ class App:
         self.budget = Budget(cfg.http)
         quiet(log)
         self._register()
+
+    def _flash(self, machine):
+        """The flash LED's driver, or None: camera.flash_pin null/-1, or the pin refused PWM."""
+        pin = self.cfg.camera.flash_pin
+        if pin is None or pin < 0:
+            return None
+        from firmware.camera.flash import FREQ, Flash
+        try:
+            pwm = machine.PWM(machine.Pin(pin), freq=FREQ, duty_u16=0)   # dark from the start
+        except (ValueError, OSError, RuntimeError) as e:
+            self.log.error('flash: no LED on GPIO %d: %s' % (pin, e))
+            return None
+        return Flash(pwm, self.cfg.camera)
 
     # --- the optional services, built on first need ------------------------------------------
     def _telegram(self):
@@ -316,6 +330,7 @@ class App:
             'heap_free': gc.mem_free(), 'heap_used': gc.mem_alloc(),
             'boot': self.recovery.status(),
             'camera': self.cam.status(),
+            'flash': self.cam.flash.status() if self.cam.flash else {'pin': None},
             'stream': self.stream.status(),
             'alarm': self.alarm.status(),
             'wifi': self.wifi.status(),

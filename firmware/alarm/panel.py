@@ -19,6 +19,7 @@ from firmware.core.events import ALARM, ARMED, CAMERA, INTERNET, MANAGEMENT
 
 STATE_FILE = 'alarm.json'
 NO_MEMORY_RETRY_S = 5
+DARK = 40               # mean grey (0..255) of a frame's luma below which camera.flash 'night' lights
 
 
 class AlarmEvent:
@@ -67,6 +68,12 @@ class Alarm:
         self.grid = None                    # the detector's own grid (alarm/grid.py)
         self.cells = None                   # what the detector is fed: extractor or grid
         self.fresh = True                   # the detector may be rebuilt for a new frame size
+        self.dazzled = 0                    # frames skipped: lit by the flash or adapting to it
+        self.lit = 0                        # the flash LED's duty the background was learnt at
+        self.flash = fl = getattr(cam, 'flash', None)   # camera.flash.Flash or None
+        if fl:
+            fl.armed = self.armed
+            fl.dark = self.dark
         bus.on(CAMERA, self._camera)
         bus.on(MANAGEMENT, self._management)
         bus.on(INTERNET, self._internet)
@@ -121,6 +128,8 @@ class Alarm:
         self._save()
         self.log.note('alarm', state, '(%s)' % why)
         self.bus.emit(ARMED, state, why)
+        if self.flash:
+            self.flash.update()             # camera.flash_stream 'disarmed': dark while armed
         if self.detector:
             self.detector.reset()
         self.fresh = True
@@ -256,10 +265,17 @@ class Alarm:
             self.cam.need('motion', self.cfg.detect_fps)
             start = time.ticks_ms()
             seq = await self.cam.next_frame(seq)
+            fl = self.flash
+            if fl is not None and fl.dazzled(self.cam.stamp_ms):
+                self.dazzled += 1           # a flash is no motion
+                continue
             frame = self.cam.frame
             w, h = self.cam.size()
             try:
                 d = self._luma(frame, w, h)
+                if fl is not None and fl.duty != self.lit:
+                    self.lit = fl.duty      # the LED now lights the scene, or no longer: relearn
+                    d.reset()
             except ValueError as e:
                 frame = None
                 self._refused(str(e))
@@ -280,7 +296,16 @@ class Alarm:
                 now = time.ticks_ms()
                 if self.last_alarm is None or time.ticks_diff(now, self.last_alarm) >= self.cfg.event_gap_s * 1000:
                     self.last_alarm = now
-                    self._raise(AlarmEvent(reason, self.score, frame if self.cam.jpeg else None))
+                    photo = frame if self.cam.jpeg else None
+                    frame = None
+                    duty = fl.for_photo(False) if fl is not None and photo else 0
+                    if duty < 0:
+                        duty = self.cam.cfg.flash_intensity if self._level() < DARK else 0
+                    if duty:                # one frame in the heap: the unlit one goes first
+                        photo = None
+                        photo = await self.cam.lit_frame(duty) or self.cam.frame
+                    self._raise(AlarmEvent(reason, self.score, photo))
+                    photo = None
             frame = None
             rest = 1000 // self.cfg.detect_fps - time.ticks_diff(time.ticks_ms(), start)
             if rest > 0:
@@ -293,10 +318,25 @@ class Alarm:
             self.log.warn('alarm: frame refused:', why)
         self.error = why
 
-    def _luma(self, frame, w, h):
-        """Luma of `frame` into the extractor; returns the detector for its size. Buffers are
-        (re)built when the frame size outgrows them: ValueError for a bad frame, MemoryError when
-        the heap has no room for them."""
+    def dark(self, frame):
+        """True when a JPEG shows a dark scene (camera.flash 'night'): the mean of its DC luma is
+        below DARK. Loads the extractor as arming does, when the alarm has not yet."""
+        try:
+            self._load_detection()
+            w, h = self.cam.size()
+            self._extract(frame, w, h)
+        except (CommandError, ValueError, MemoryError) as e:
+            self.log.warn('flash: cannot tell how dark the scene is:', e)
+            return False
+        return self._level() < DARK
+
+    def _level(self):
+        """Mean grey (0..255) of the luma last extracted."""
+        x = self.extractor
+        n = x.w8 * x.h8
+        return sum(memoryview(x.luma)[:n]) // n
+
+    def _extract(self, frame, w, h):
         x = self.extractor
         if x is None or x.max_w8 * 8 < w or x.max_h8 * 8 < h:
             from firmware.alarm.luma import LumaExtractor
@@ -306,6 +346,13 @@ class Alarm:
             x.extract_into(frame)          # allocates nothing per frame
         else:
             x.from_gray(frame, w, h)       # a GRAYSCALE camera, same detector
+        return x
+
+    def _luma(self, frame, w, h):
+        """Luma of `frame` into the extractor; returns the detector for its size. Buffers are
+        (re)built when the frame size outgrows them: ValueError for a bad frame, MemoryError when
+        the heap has no room for them."""
+        x = self._extract(frame, w, h)
         d = self.detector
         if d is not None and (d.w8 != x.w8 or d.h8 != x.h8) and not self.fresh:
             # The frame size changed while armed: a new detector would spend frames learning,
@@ -342,6 +389,8 @@ class Alarm:
                 if self.cfg.rearm_after_s else '')
         if self.lost_since is not None:
             s['management_lost_s'] = time.ticks_diff(time.ticks_ms(), self.lost_since) // 1000
+        if self.dazzled:
+            s['flash_skipped'] = self.dazzled
         if self.error:
             s['last_frame_error'] = self.error
         if self.missing:

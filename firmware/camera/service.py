@@ -52,8 +52,9 @@ SIZES = {
 
 
 class CameraService:
-    def __init__(self, driver, cfg, log, bus=None, on_give_up=None, beat=None):
+    def __init__(self, driver, cfg, log, bus=None, on_give_up=None, beat=None, flash=None):
         self.drv = driver          # the `camera` module, or driver_class.ClassCamera
+        self.flash = flash         # camera.flash.Flash, or None: no LED on this board
         self.setters = getattr(driver, 'SETTERS', SETTERS)
         self.beat = beat or (lambda: None)   # progress for the watchdog, idle or busy
         self.cfg = cfg
@@ -67,7 +68,8 @@ class CameraService:
         s['framesize'] = FRAMESIZES.index(cfg.framesize)
         # what this driver can apply, and nothing else: /status never shows a value as set
         # that never reached the sensor
-        self.sensor = dict((k, s[k]) for k in VARS if k in self.setters)
+        self.sensor = dict((k, s[k]) for k in VARS if k in self.setters or
+                           k == 'led_intensity' and flash)
         self.jpeg = cfg.format == 'JPEG'   # GRAYSCALE: raw pixels for detection only, no stream
         self.frame = None          # latest frame (bytes), shared by every consumer
         self.seq = 0               # number of the latest frame
@@ -89,9 +91,13 @@ class CameraService:
         """A viewer starts: capture at the full configured rate while anyone holds this."""
         self.viewers += 1
         self._wake.set()
+        if self.viewers == 1 and self.flash:
+            self.flash.stream(True)     # CameraWebServer: lit while streaming
 
     def release(self):
         self.viewers -= 1
+        if not self.viewers and self.flash:
+            self.flash.stream(False)
 
     def need(self, name, fps):
         """A low-rate consumer (e.g. motion detection) wants frames at `fps`; 0 withdraws."""
@@ -113,6 +119,8 @@ class CameraService:
     def fresh(self):
         """The latest frame is recent enough to hand out instead of waiting for the next."""
         p = self.period_ms() or 1000 // self.cfg.max_fps
+        if self.flash and self.flash.dazzled(self.stamp_ms):
+            return False            # lit for a photo, or exposed as the light changed
         return self.frame is not None and time.ticks_diff(time.ticks_ms(), self.stamp_ms) <= 2 * p
 
     async def next_frame(self, after):
@@ -127,12 +135,50 @@ class CameraService:
             self._waiters -= 1
         return self.seq
 
-    async def snapshot(self, timeout_ms=5000):
-        """A fresh JPEG: the latest frame if recent, else one captured for this request."""
+    async def snapshot(self, timeout_ms=5000, cws=False):
+        """A fresh JPEG: the latest frame if recent, else one captured for this request; lit
+        by the flash LED as camera.flash (or for /capture, `cws`, led_intensity) says."""
         if self.state == 'off':
             raise OSError('camera is off')
         if not self.jpeg:
             raise OSError('camera.format is GRAYSCALE: no JPEG (detection only)')
+        f = self.flash
+        duty = f.for_photo(cws) if f else 0
+        if duty < 0:                            # 'night': only when the scene is dark
+            frame = await self._fresh(timeout_ms)
+            if not (f.dark and f.dark(frame)):
+                return frame
+            frame = None
+            duty = self.cfg.flash_intensity
+        if duty:
+            frame = await self.lit_frame(duty)
+            if frame:
+                return frame
+        return await self._fresh(timeout_ms)
+
+    async def lit_frame(self, duty):
+        """A frame captured with the flash LED at `duty`, or None when none came within WAIT_MS
+        (the caller then takes one without). The LED goes on, the sensor gets ADAPT_MS to
+        follow, then the second frame is taken: the driver may hold one exposed before the LED."""
+        from firmware.camera.flash import ADAPT_MS, WAIT_MS as timeout_ms
+        f = self.flash
+        f.hold(duty)
+        self._oneshot += 1
+        try:
+            await asyncio.sleep_ms(ADAPT_MS)
+            t = time.ticks_ms()
+            seq = await asyncio.wait_for_ms(self.next_frame(self.seq), timeout_ms)
+            left = timeout_ms - time.ticks_diff(time.ticks_ms(), t)
+            await asyncio.wait_for_ms(self.next_frame(seq), left if left > 0 else 1)
+            return self.frame
+        except asyncio.TimeoutError:
+            self.log.warn('flash: no frame within %d ms: the photo is taken without' % timeout_ms)
+            return None
+        finally:
+            self._oneshot -= 1
+            f.release()
+
+    async def _fresh(self, timeout_ms):
         if self.fresh():
             return self.frame
         self._oneshot += 1
@@ -152,12 +198,17 @@ class CameraService:
         if var not in VARS:
             raise KeyError(var)
         if var not in self.sensor:
+            if var == 'led_intensity':
+                raise NotImplementedError('led_intensity: this board has no flash LED '
+                                          '(camera.flash_pin is null)')
             raise NotImplementedError('%s cannot be set on this camera (%s API driver, sensor)'
                                       % (var, self.family()))
         lo, hi = RANGES.get(var, (0, 1))
         if not lo <= val <= hi:
             raise ValueError('%s must be %d..%d' % (var, lo, hi))
-        if self.state == 'on':
+        if var == 'led_intensity':
+            self.flash.set_intensity(val)
+        elif self.state == 'on':
             self._set(var, val)
             if var == 'framesize':
                 self.frame = None   # of the old size: a snapshot now waits for the new one
@@ -214,7 +265,7 @@ class CameraService:
                quality=st['quality'], fb_location=d.PSRAM, fb_size=1,
                xclk_freq=d.XCLK_20MHz if self.cfg.xclk_mhz == 20 else d.XCLK_10MHz)
         for var in list(st):
-            if var not in ('framesize', 'quality'):
+            if var not in ('framesize', 'quality', 'led_intensity'):
                 try:
                     self._set(var, st[var])
                 except ValueError as e:

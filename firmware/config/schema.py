@@ -26,6 +26,23 @@ MAX_CELLS = 200 * 150   # thumbnail cells of the largest frame (UXGA at 1/8 scal
 MIN_SECRET = 8
 
 
+# GPIOs the AI-Thinker's camera uses (and 34..39 are inputs only): no LED there
+CAMERA_PINS = (0, 5, 18, 19, 21, 22, 23, 25, 26, 27, 32)
+OUTPUT_PINS = (0, 1, 2, 3, 4, 5, 12, 13, 14, 15, 16, 17, 18, 19, 21, 22, 23, 25, 26, 27, 32, 33)
+
+
+NULLABLE = ('camera.flash_pin',)    # keys that may be null: the feature is absent
+
+
+def _flash_pin(v):
+    if v == -1:
+        return None             # no flash LED on this board, as null
+    if v not in OUTPUT_PINS or v in CAMERA_PINS:
+        return ('must be null (no LED) or a free output GPIO (4 on the AI-Thinker), got %r'
+                % (v,))
+    return None
+
+
 def _min8(v):
     if v == '' or len(v) >= MIN_SECRET:
         return None
@@ -189,6 +206,11 @@ SCHEMA = {
         'wb_mode': (int, 0, (0, 4)),
         'xclk_mhz': (int, 10, (10, 20)),
         'reboot_after_failures': (int, 20, (0, 10000)),
+        'flash_pin': (int, 4, _flash_pin),     # or null (NULLABLE)
+        'flash': (str, 'off', ('off', 'night', 'always')),
+        'flash_intensity': (int, 255, (1, 255)),
+        'flash_stream': (str, 'disarmed', ('always', 'disarmed', 'never')),
+        'flash_stream_max': (int, 255, (0, 255)),
     },
     'http': {
         'bind': (str, '0.0.0.0', _ipv4),
@@ -319,6 +341,8 @@ def Config(data):
 
 def _check_value(path, spec, value):
     typ, _, check = spec
+    if value is None and path in NULLABLE:
+        return None
     if typ is str and isinstance(value, str) and len(value) > MAX_STR:
         return '%s: at most %d characters, got %d' % (path, MAX_STR, len(value))
     if typ is int and (not isinstance(value, int) or isinstance(value, bool)):

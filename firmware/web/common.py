@@ -150,10 +150,11 @@ class _Once:
         return b''
 
 
-async def snapshot(req, cam, filename):
-    """One JPEG with CameraWebServer's /capture headers, sent without a copy."""
+async def snapshot(req, cam, filename, cws=False):
+    """One JPEG with CameraWebServer's /capture headers, sent without a copy; `cws`: lit by the
+    flash LED at led_intensity, as CameraWebServer's /capture."""
     try:
-        frame = await cam.snapshot()
+        frame = await cam.snapshot(cws=cws)
     except OSError as e:
         return error(503, str(e.args[0]) if e.args else 'camera unavailable')
     us = cam.stamp_us

@@ -58,4 +58,4 @@ class ControlServer:
 
         @app.route('/capture')
         async def capture(req):
-            return await web.snapshot(req, self.cam, 'capture.jpg')
+            return await web.snapshot(req, self.cam, 'capture.jpg', cws=True)

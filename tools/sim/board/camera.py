@@ -272,6 +272,8 @@ def capture():
             time.sleep_ms(int(ms))
     else:
         folder = data.get("folder")
+        if _s.led[0] and data.get("lit"):
+            folder = data["lit"]    # the flash LED (GPIO 4) is lit: the scene as it lights it
         if folder and _st[1] == JPEG:
             buf = _folder_frame(folder)
         else:

@@ -194,6 +194,122 @@ class Signal:
         self.value(0)
 
 
+class PWM:
+    """The ESP32 port's LEDC PWM (ports/esp32/machine_pwm.c), as strict as on 1.21: only one of
+    duty/duty_u16/duty_ns, duty_u16 0..65535, freq 1 Hz..40 MHz, no PWM on the input-only pins
+    34..39, RuntimeError once deinit()ed; without a duty the first init runs at 50 %. The duty
+    is kept at the timer's resolution (13 bits at 5 kHz: duty_u16() reads back a multiple of 8).
+    State file $ESP32SIM/pwm<N>.json: freq, duty_u16, "lit" (how often it went from dark to lit),
+    "lit_ms" (total time lit) and "log" ([ticks_ms, duty_u16] of the last changes); GPIO 4
+    (the ESP32-CAM's flash LED) also lights the simulated scene (camera.json "lit")."""
+
+    def __init__(self, dest, *, freq=-1, duty=-1, duty_u16=-1, duty_ns=-1, invert=False):
+        pin = dest._id if isinstance(dest, Pin) else dest
+        if not isinstance(pin, int) or pin not in Pin._valid:
+            raise ValueError("invalid pin")
+        self._pin = pin
+        self._active = False
+        self._freq = 5000
+        self._duty = 0
+        self._res = 13
+        self._st = {"freq": 0, "duty_u16": 0, "lit": 0, "lit_ms": 0, "log": []}
+        self._on = None
+        self.init(freq=freq, duty=duty, duty_u16=duty_u16, duty_ns=duty_ns)
+
+    def init(self, *, freq=-1, duty=-1, duty_u16=-1, duty_ns=-1, invert=False):
+        if (duty != -1) + (duty_u16 != -1) + (duty_ns != -1) > 1:
+            raise ValueError("only one of parameters 'duty', 'duty_u16' or 'duty_ns' is allowed")
+        if freq == -1:
+            freq = self._freq
+        if not 0 < freq <= 40000000:
+            raise ValueError("frequency must be from 1Hz to 40MHz")
+        if self._pin >= 34:
+            raise ValueError("PWM not supported on Pin(%d)" % self._pin)
+        first = not self._active
+        self._active = True
+        self.freq(freq)
+        if duty_u16 != -1:
+            self.duty_u16(duty_u16)
+        elif duty_ns != -1:
+            self.duty_ns(duty_ns)
+        elif duty != -1:
+            self.duty(duty)
+        elif first:
+            self.duty_u16(32768)
+
+    def _check(self):
+        if not self._active:
+            raise RuntimeError("PWM inactive")
+
+    def freq(self, value=None):
+        self._check()
+        if value is None:
+            return self._freq
+        if not 0 < value <= 40000000:
+            raise ValueError("frequency must be from 1Hz to 40MHz")
+        self._freq = value
+        res = 0
+        i = 80000000 // value
+        while i > 1:
+            i >>= 1
+            res += 1
+        self._res = max(1, min(16, res))
+        self._set(self._duty)
+
+    def duty_u16(self, value=None):
+        self._check()
+        if value is None:
+            return (self._duty >> (16 - self._res)) << (16 - self._res)
+        if not 0 <= value <= 65535:
+            raise ValueError("duty_u16 must be from 0 to 65535")
+        self._set(value)
+
+    def duty(self, value=None):
+        if value is None:
+            return self.duty_u16() >> 6
+        if not 0 <= value <= 1023:
+            raise ValueError("duty must be from 0 to 1023")
+        self.duty_u16(value << 6)
+
+    def duty_ns(self, value=None):
+        if value is None:
+            return self.duty_u16() * 1000000000 // (self._freq * 65535)
+        self._check()
+        top = 1000000000 // self._freq
+        if not 0 <= value <= top:
+            raise ValueError("duty_ns must be from 0 to %d ns" % top)
+        self.duty_u16(value * 65535 // top)
+
+    def deinit(self):
+        if self._active:
+            self._set(0)
+            self._active = False
+
+    def _set(self, duty):
+        level = (duty >> (16 - self._res)) << (16 - self._res)
+        old = self._st["duty_u16"]
+        self._duty = duty
+        if level == old and self._st["freq"] == self._freq:
+            return
+        st = self._st
+        now = time.ticks_ms()
+        if level and not old:
+            st["lit"] += 1
+            self._on = now
+        elif old and not level and self._on is not None:
+            st["lit_ms"] += time.ticks_diff(now, self._on)
+            self._on = None
+        st["freq"] = self._freq
+        st["duty_u16"] = level
+        st["log"] = st["log"][-31:] + [[now, level]]
+        if self._pin == 4:
+            _s.led[0] = level
+        try:
+            _s.write_json(_s.path("pwm%d.json" % self._pin), st)
+        except OSError:
+            pass
+
+
 class WDT:
     """Task watchdog: cannot be stopped once started. When not fed within `timeout` ms the
     VM ends with exit code 22 and the next boot sees WDT_RESET."""

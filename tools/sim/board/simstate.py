@@ -20,6 +20,8 @@ board = [False, 0]
 wdt = [False, 0, 0]
 # hooks called by the supervisor about every 10 ms (slot 0: camera stats flush)
 hooks = [None, None, None]
+# led: [duty_u16 of the flash LED on GPIO 4 (machine.PWM)]; the camera lights the scene by it
+led = [0]
 
 _dir = None
 
