@@ -3,6 +3,8 @@
 # SIM_CAMERA=class) drives this same simulated sensor, as `ov2640` (a link to this file). Serves pre-rendered JPEG frames from disk at the sensor's
 # frame rate. Control files: $ESP32SIM/camera.json (faults, scene) and
 # $ESP32SIM/camera_stats.json (counters). See docs/simulator.md.
+# camera.json "memory": true reads each frame file once and copies it at each capture, as the
+# driver copies its frame buffer: no file read per capture (bench/bench_cost.py).
 import json
 import os
 import time
@@ -225,7 +227,23 @@ def _read(p):
         return None
 
 
-def _folder_frame(folder):
+_mem = {}  # path -> frame bytes, "memory" mode
+
+
+def _load(p, memory):
+    if not memory:
+        return _read(p)
+    f = _mem.get(p)
+    if f is None:
+        f = _mem[p] = _read(p)
+        if f is None:
+            del _mem[p]
+            return None
+    # a fresh object per capture, like the driver's mp_obj_new_bytes(fb->buf, fb->len)
+    return bytes(memoryview(f))
+
+
+def _folder_frame(folder, memory=False):
     if _folder[0] != folder:
         try:
             names = [n for n in os.listdir(folder)
@@ -238,7 +256,7 @@ def _folder_frame(folder):
     names = _folder[1]
     if not names:
         return None
-    return _read(folder + "/" + names[_st[6] % len(names)])
+    return _load(folder + "/" + names[_st[6] % len(names)], memory)
 
 
 _counts = {}
@@ -272,8 +290,9 @@ def capture():
             time.sleep_ms(int(ms))
     else:
         folder = data.get("folder")
+        memory = data.get("memory")
         if folder and _st[1] == JPEG:
-            buf = _folder_frame(folder)
+            buf = _folder_frame(folder, memory)
         else:
             w, h = _SIZES[_st[2]]
             d = "%s/%dx%d/%s" % (_frames_dir(data), w, h,
@@ -281,7 +300,7 @@ def capture():
             n = _count(d)
             if n:
                 ext = "jpg" if _st[1] == JPEG else "gray"
-                buf = _read("%s/%04d.%s" % (d, _st[6] % n, ext))
+                buf = _load("%s/%04d.%s" % (d, _st[6] % n, ext), memory)
         _st[6] += 1
     if buf is None:
         print("E (sim) camera: Camera Capture Failed")
