@@ -13,6 +13,7 @@ import subprocess
 
 VALGRIND = shutil.which('valgrind') or '/usr/bin/valgrind'
 CONTROL = shutil.which('callgrind_control') or '/usr/bin/callgrind_control'
+ANNOTATE = shutil.which('callgrind_annotate') or '/usr/bin/callgrind_annotate'
 SEED = {'PYTHONHASHSEED': '0'}
 
 
@@ -45,14 +46,23 @@ def count(argv, out, env=None, timeout=600):
 
 def window(pid, out, action, timeout=120):
     """Start ('zero') or end ('dump') a counting window of a process run under `prefix(out,
-    threads=True)`; after 'dump' returns {thread number: instructions} of that window."""
+    threads=True)`; after 'dump' returns {thread number: its output file} of that window."""
     before = set(glob.glob(out + '.*'))
     subprocess.run([CONTROL, '--zero' if action == 'zero' else '--dump', str(pid)],
                    capture_output=True, timeout=timeout, check=True)
     if action == 'zero':
         return None
-    counts = {}
-    for p in sorted(set(glob.glob(out + '.*')) - before):
-        thread = int(p.rsplit('-', 1)[1])
-        counts[thread] = summary(p)
-    return counts
+    return dict((int(p.rsplit('-', 1)[1]), p) for p in set(glob.glob(out + '.*')) - before)
+
+
+def native(path):
+    """Instructions of one output file spent in code of no object file: the machine code the VM
+    emits at run time (@micropython.viper and @micropython.native functions)."""
+    text = subprocess.run([ANNOTATE, '--inclusive=no', '--threshold=100', path],
+                          capture_output=True, text=True, timeout=300, check=True).stdout
+    n = 0
+    for ln in text.splitlines():
+        parts = ln.split()
+        if len(parts) >= 3 and parts[-1] == '[???]' and parts[-2].startswith('???:'):
+            n += int(parts[0].replace(',', ''))
+    return n
