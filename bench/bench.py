@@ -15,7 +15,7 @@ import traceback
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-ORDER = ('stream', 'motion', 'alarm', 'lfcp', 'telegram', 'clips', 'mqtt', 'fleet', 'fuzz', 'ops', 'connections')
+ORDER = ('stream', 'cost', 'motion', 'alarm', 'lfcp', 'telegram', 'clips', 'mqtt', 'fleet', 'fuzz', 'ops', 'connections')
 
 
 class Tee(io.TextIOBase):

@@ -23,13 +23,11 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 from sim import motion_set  # noqa: E402
+from testkit import callgrind as cg  # noqa: E402
 
 VM = motion_set.VM
 ENV = dict(os.environ, MICROPYPATH=ROOT)
-# the VM runs inside CPython: a fixed hash seed makes the callgrind counts repeatable
-# (with random seeds a 2-frame - 1-frame difference moved by +-50,000 instructions)
-CG_ENV = dict(ENV, PYTHONHASHSEED='0')
-VALGRIND = shutil.which('valgrind') or '/usr/bin/valgrind'
+VALGRIND = cg.VALGRIND
 SIZES = [('QVGA', 320, 240), ('VGA', 640, 480), ('SVGA', 800, 600)]
 
 # VM side: time / count one part of the pipeline over a frame file
@@ -129,14 +127,7 @@ def vm(args, timeout=120):
 
 def callgrind(script, mode, fn, n, td):
     out = os.path.join(td, 'cg.%s.%d' % (mode, n))
-    subprocess.run([VALGRIND, '--tool=callgrind', '--callgrind-out-file=' + out, VM,
-                    '-X', 'heapsize=4M', script, mode, fn, str(n)], capture_output=True,
-                   timeout=600, env=CG_ENV, check=True)
-    with open(out) as f:
-        for ln in f:
-            if ln.startswith('summary:') or ln.startswith('totals:'):
-                return int(ln.split()[1])
-    raise RuntimeError('no callgrind summary')
+    return cg.count([VM, '-X', 'heapsize=4M', script, mode, fn, str(n)], out, env=ENV)
 
 
 def table(rows, head):

@@ -42,9 +42,11 @@ async def send_all(stream, buf):
     n = len(buf)
     io = asyncio.core._io_queue
     while off < n:
-        yield io.queue_write(sock)  # in place: no waiter object per write on the frame path
-        w = sock.write(mv[off:])
+        # Write first and wait for the poller only when the socket takes nothing: a round of
+        # the loop and a poll for every write cost more than the write itself.
+        w = sock.write(mv[off:] if off else mv)
         if w is None:
+            yield io.queue_write(sock)  # in place: no waiter object per write on the frame path
             continue
         if w <= 0:
             raise OSError(104)

@@ -44,7 +44,8 @@ class PartHeaders:
 
 
 class Viewer:
-    """The body of one stream response: each step sends one frame itself and yields b''."""
+    """The body of one stream response: its one step sends every frame itself until the viewer
+    goes (a step per frame would cost a round of microdot's write loop and asyncio's drain)."""
 
     def __init__(self, server, stream, headers, host):
         self.server = server
@@ -71,13 +72,11 @@ class Viewer:
         if self.closed:
             raise StopAsyncIteration
         try:
-            self.seq = await self.cam.next_frame(self.seq)
-            frame = self.cam.frame
-            self.progress = time.ticks_ms()
-            self.sending = True
-            await aio.send_all(self.stream, self.headers.get(self.seq))
-            await aio.send_all(self.stream, frame)
-            self.sending = False
+            while True:
+                # a coroutine per frame: this long-lived one would keep the last frame alive in a
+                # stale stack slot (the GC scans them), and a small heap would then have no block
+                # for the next capture
+                await self._send_next()
         except (OSError, asyncio.CancelledError):
             # Gone, reset, timed out, or dropped by the stall reaper: end the response quietly;
             # microdot then closes the socket.
@@ -86,8 +85,17 @@ class Viewer:
         except Exception:
             await self.aclose()  # whatever went wrong, the viewer's slot is freed
             raise
+
+    async def _send_next(self):
+        cam = self.cam
+        self.seq = await cam.next_frame(self.seq)
+        frame = cam.frame
+        self.progress = time.ticks_ms()
+        self.sending = True
+        await aio.send_all(self.stream, self.headers.get(self.seq))
+        await aio.send_all(self.stream, frame)
+        self.sending = False
         self.sent += 1
-        return b''
 
     async def aclose(self):
         if not self.closed:

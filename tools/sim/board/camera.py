@@ -3,6 +3,9 @@
 # SIM_CAMERA=class) drives this same simulated sensor, as `ov2640` (a link to this file). Serves pre-rendered JPEG frames from disk at the sensor's
 # frame rate. Control files: $ESP32SIM/camera.json (faults, scene) and
 # $ESP32SIM/camera_stats.json (counters). See docs/simulator.md.
+# camera.json "memory": true reads each frame file once and hands out that same bytes object at
+# every capture: no file read, no copy (bench/bench_cost.py counts the firmware's own work; the
+# driver's copy of the frame into the heap is counted apart).
 import json
 import os
 import time
@@ -225,7 +228,7 @@ def _read(p):
         return None
 
 
-def _folder_frame(folder):
+def _folder_names(folder):
     if _folder[0] != folder:
         try:
             names = [n for n in os.listdir(folder)
@@ -235,10 +238,25 @@ def _folder_frame(folder):
         names.sort()
         _folder[0] = folder
         _folder[1] = names
-    names = _folder[1]
+    return _folder[1]
+
+
+def _folder_frame(folder):
+    names = _folder_names(folder)
     if not names:
         return None
     return _read(folder + "/" + names[_st[6] % len(names)])
+
+
+# "memory" mode: key (the folder, or size/format/scene) -> every frame, read once; a capture
+# then allocates nothing
+_mem = {}
+
+
+def _preload(key, paths):
+    frames = [_read(p) for p in paths]
+    if frames and None not in frames:
+        _mem[key] = frames
 
 
 _counts = {}
@@ -274,16 +292,25 @@ def capture():
         folder = data.get("folder")
         if _s.led[0] and data.get("lit"):
             folder = data["lit"]    # the flash LED (GPIO 4) is lit: the scene as it lights it
-        if folder and _st[1] == JPEG:
+        folder = folder if _st[1] == JPEG else None
+        motion = data.get("motion")
+        key = folder or _st[2] * 16 + _st[1] * 2 + (1 if motion else 0)
+        frames = _mem.get(key) if data.get("memory") else None
+        if frames:
+            buf = frames[_st[6] % len(frames)]
+        elif folder:
             buf = _folder_frame(folder)
+            if data.get("memory"):
+                _preload(key, [folder + "/" + n for n in _folder_names(folder)])
         else:
             w, h = _SIZES[_st[2]]
-            d = "%s/%dx%d/%s" % (_frames_dir(data), w, h,
-                                 "motion" if data.get("motion") else "still")
+            d = "%s/%dx%d/%s" % (_frames_dir(data), w, h, "motion" if motion else "still")
             n = _count(d)
             if n:
                 ext = "jpg" if _st[1] == JPEG else "gray"
                 buf = _read("%s/%04d.%s" % (d, _st[6] % n, ext))
+                if data.get("memory"):
+                    _preload(key, ["%s/%04d.%s" % (d, i, ext) for i in range(n)])
         _st[6] += 1
     if buf is None:
         print("E (sim) camera: Camera Capture Failed")
