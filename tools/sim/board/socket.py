@@ -9,8 +9,9 @@
 #   socket_make_new does); accept() beyond it closes the new connection and raises
 #   OSError(ENFILE), as lwip_accept() does (netconn_delete: the client sees it closed).
 # - Faults: $ESP32SIM/lwip.json {"max_sockets": n} changes the count while the board runs;
-#   {"nomem_accept": true} makes accept() raise MemoryError where the VM allocates the new socket
-#   object (the connection is then left open and unowned, as on the board: the socket leaks).
+#   {"nomem_accept_port": p, "nomem_accept_count": n} makes the next n accept()s on port p raise
+#   MemoryError where the VM allocates the new socket object, after the stack accepted the
+#   connection: it is left open and unowned, as on the board (the socket leaks).
 #
 # The module is found on MICROPYPATH before the VM's built-in `socket` (an extensible module),
 # so the firmware, microdot and asyncio all get it; the built-in is loaded below.
@@ -88,6 +89,7 @@ class socket(io.IOBase):
     def __init__(self, af=AF_INET, type=SOCK_STREAM, proto=0):
         if _adopt:
             self._s = _adopt.pop()  # a connection accept() took
+            self._port = None
             return
         if open_sockets() >= _limit():
             gc.collect()        # unreferenced sockets are closed by their finaliser
@@ -97,13 +99,16 @@ class socket(io.IOBase):
         if type == SOCK_STREAM:
             _board_sized(s)
         self._s = s
+        self._port = None
 
     def __repr__(self):
         return '<socket %d>' % self._s.fileno()
 
     def accept(self):
         s, addr = self._s.accept()
-        if _control().get('nomem_accept'):
+        c = _control()
+        if c.get('nomem_accept_count', 0) > 0 and c.get('nomem_accept_port') == self._port:
+            _ctl[0].put('nomem_accept_count', c['nomem_accept_count'] - 1)
             _leaked.append(s)   # accepted by the stack, but no heap for the object
             raise MemoryError('memory allocation failed, allocating 48 bytes')
         if open_sockets() > _limit():
@@ -137,6 +142,8 @@ class socket(io.IOBase):
         return self._s.fileno()
 
     def bind(self, addr):
+        if isinstance(addr, (bytes, bytearray)) and len(addr) >= 4:
+            self._port = addr[2] << 8 | addr[3]    # a raw sockaddr_in on the unix port
         return self._s.bind(addr)
 
     def listen(self, *backlog):
