@@ -24,7 +24,7 @@ def test_a_5_fps_viewer_sees_frames_less_than_a_second_old(firmware):
     most its own receive buffer behind. VGA (31 KB frames) at 25 fps, beside a full-speed
     viewer; the first 3 s (the buffers filling) are left out."""
     dev = firmware({'camera': {'framesize': 'VGA'}})
-    ages, rcvbuf, fast = slow_viewer_ages(dev, 5, 13)
+    ages, rcvbuf, fast = slow_viewer_ages(dev.ports['stream'], 5, 13)
     steady = ages[15:]
     assert len(steady) >= 30, ages
     print('\nslow viewer (SO_RCVBUF %d): %d frames, age max %.2f s, mean %.2f s; '

@@ -26,14 +26,20 @@ class FullSpeed(threading.Thread):
         self.offset = None
         self.frames = 0
         self.stop = threading.Event()
+        self.t0 = self.t1 = time.monotonic()
 
     def run(self):
+        self.t0 = time.monotonic()
         while not self.stop.is_set() and self.frames < 5000:
             h, _ = self.reader.frame()
             d = time.time() - stamp(h)
             self.offset = d if self.offset is None else min(self.offset, d)
             self.frames += 1
+            self.t1 = time.monotonic()
         self.reader.close()
+
+    def fps(self):
+        return self.frames / max(1e-6, self.t1 - self.t0)
 
 
 class Slow:
@@ -94,11 +100,13 @@ class Slow:
         self.sock.close()
 
 
-def slow_viewer_ages(dev, fps, seconds):
-    fast = FullSpeed(dev.ports['stream'])
+def slow_viewer_ages(port, fps, seconds):
+    """Ages of the frames a viewer reading at `fps` takes for `seconds`, beside a full-speed
+    viewer: (ages, the slow viewer's SO_RCVBUF, the FullSpeed viewer)."""
+    fast = FullSpeed(port)
     fast.start()
     wait(lambda: fast.frames >= 10, 20, 'the full-speed viewer streams')
-    slow = Slow(dev.ports['stream'], fps)
+    slow = Slow(port, fps)
     try:
         ages = slow.ages(seconds, lambda: fast.offset)
     finally:
