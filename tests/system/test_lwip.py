@@ -188,3 +188,23 @@ def test_a_listener_that_dies_of_memory_exhaustion_is_restarted_and_reported(fir
     v.frame()
     v.close()
     lost.close()
+
+
+def test_a_stock_images_ten_sockets_with_a_budget_that_fits(firmware):
+    """A stock MicroPython image has CONFIG_LWIP_MAX_SOCKETS 10 (ESP-IDF's default). With a
+    budget that fits it (3 listeners + LFCP + 4 for the camera ports + 2 for the admin port),
+    a dozen idle connections still cannot deny the owner's admin page or LFCP."""
+    u, lfcp = lfcp_listener()
+    dev = firmware({'lfcp': lfcp, 'http': {'max_connections': 4, 'admin_reserve': 2}},
+                   env={'SIM_LWIP_MAX_SOCKETS': '10'})
+    heard(u, 0)
+    idle = [idle_from(dev.ports['control' if i % 2 else 'stream'], '127.0.0.%d' % (10 + i))
+            for i in range(12)]
+    wait(lambda: dev.status()['connections']['evicted'] >= 6, 10, 'the share is full')
+    took, st = admin_page(dev)
+    assert took < 1.0, took
+    assert heard(u, time.monotonic())
+    assert all(t['restarts'] == 0 for t in st['tasks'].values()), st['tasks']
+    for s in idle:
+        s.close()
+    u.close()
