@@ -86,11 +86,12 @@ def _board_sized(s):
 
 class socket(io.IOBase):
     # io.IOBase: select.poll and TLS reach the real socket through ioctl() (its file number).
+    # One attribute per socket (the real one): the wrapper's heap is the VM's, not the board's.
+    _port = None                # set by bind(): the port a listener's accept faults apply to
 
     def __init__(self, af=AF_INET, type=SOCK_STREAM, proto=0):
         if _adopt:
             self._s = _adopt.pop()  # a connection accept() took
-            self._port = None
             return
         if open_sockets() >= _limit():
             gc.collect()        # unreferenced sockets are closed by their finaliser
@@ -100,7 +101,6 @@ class socket(io.IOBase):
         if type == SOCK_STREAM:
             _board_sized(s)
         self._s = s
-        self._port = None
 
     def __repr__(self):
         return '<socket %d>' % self._s.fileno()
