@@ -50,6 +50,7 @@ _SO_RCVBUF = 8
 _S_IFSOCK = 0o140000
 _ctl = []
 _adopt = []
+_count = [0]                    # sockets this VM holds (an upper bound, see _full)
 _leaked = []                    # sockets whose object could not be allocated (board: lost)
 
 
@@ -76,6 +77,17 @@ def open_sockets():
     return n
 
 
+def _full(extra):
+    """True when the board's table has no socket left (`extra`: one just taken by accept).
+    The running count misses sockets closed by their finaliser, so it can only be too high:
+    at the limit the kernel's count decides (a scan costs ~0.2 ms, a flood would feel it)."""
+    limit = _limit()
+    if _count[0] - extra < limit:
+        return False
+    _count[0] = open_sockets()
+    return _count[0] - extra >= limit
+
+
 def _board_sized(s):
     # Linux doubles the value asked for (room for its own bookkeeping): half of lwIP's send
     # buffer gives a send queue of 5760 bytes; of a receive buffer it offers about 3/4 as
@@ -93,11 +105,12 @@ class socket(io.IOBase):
         if _adopt:
             self._s = _adopt.pop()  # a connection accept() took
             return
-        if open_sockets() >= _limit():
+        if _full(0):
             gc.collect()        # unreferenced sockets are closed by their finaliser
-            if open_sockets() >= _limit():
+            if _full(0):
                 raise OSError(ENFILE)
         s = _n.socket(af, type, proto)
+        _count[0] += 1
         if type == SOCK_STREAM:
             _board_sized(s)
         self._s = s
@@ -112,8 +125,10 @@ class socket(io.IOBase):
             _ctl[0].put('nomem_accept_count', c['nomem_accept_count'] - 1)
             _leaked.append(s)   # accepted by the stack, but no heap for the object
             raise MemoryError('memory allocation failed, allocating 48 bytes')
-        if open_sockets() > _limit():
+        _count[0] += 1
+        if _full(1):
             s.close()
+            _count[0] -= 1
             raise OSError(ENFILE)
         _adopt.append(s)
         return socket(), addr
@@ -132,11 +147,13 @@ class socket(io.IOBase):
         if req == 10:           # MP_STREAM_GET_FILENO: poll waits on the real descriptor
             return self._s.fileno()
         if req == 4:            # MP_STREAM_CLOSE (a TLS socket closing its transport)
-            self._s.close()
+            self.close()
             return 0
         return -22
 
     def close(self):
+        if self._s.fileno() >= 0:
+            _count[0] -= 1
         self._s.close()
 
     def fileno(self):
