@@ -1,7 +1,8 @@
 """The simulated board's networking is as strict as a board's lwIP (issue 13, "The simulator as
 strict as the board"; issue 17, "A socket budget like a board's"): every TCP socket of the VM has
 lwIP's 5760-byte send buffer, the board has CONFIG_LWIP_MAX_SOCKETS sockets for everything, and
-the firmware lives with both (tools/sim/board/socket.py, docs/simulator.md "Sockets like lwIP's").
+the firmware lives with both (tools/sim/board/socket.py; docs/simulator.md, "`socket`: lwIP's
+buffers and socket count").
 
 Every client is on loopback; every wait is bounded and polls.
 """

@@ -1,5 +1,6 @@
 # Simulator stand-in for the ESP32 port's `socket` module (runs inside the MicroPython unix VM):
-# the VM's own sockets, with lwIP's limits. See docs/simulator.md, "Sockets like lwIP's".
+# the VM's own sockets, with lwIP's limits. See docs/simulator.md, "`socket`: lwIP's buffers
+# and socket count".
 #
 # - Buffers: every TCP socket gets lwIP's send buffer and window (CONFIG_LWIP_TCP_SND_BUF_DEFAULT,
 #   CONFIG_LWIP_TCP_WND_DEFAULT: 5760 bytes in ESP-IDF 5), instead of the megabytes Linux
@@ -124,6 +125,7 @@ class socket(io.IOBase):
         if c.get('nomem_accept_count', 0) > 0 and c.get('nomem_accept_port') == self._port:
             _ctl[0].put('nomem_accept_count', c['nomem_accept_count'] - 1)
             _leaked.append(s)   # accepted by the stack, but no heap for the object
+            _count[0] += 1
             raise MemoryError('memory allocation failed, allocating 48 bytes')
         _count[0] += 1
         if _full(1):
