@@ -46,15 +46,6 @@ def idle_from(port, host):
     return s
 
 
-def answer(s):
-    """What the board did with a connection: its first bytes, b'' when it closed it unanswered."""
-    s.settimeout(10)
-    try:
-        return s.recv(4096)
-    except ConnectionResetError:
-        return b''
-
-
 def lfcp_listener():
     from testkit.vm.lfcp_harness import KEY
     u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
