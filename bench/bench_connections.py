@@ -9,6 +9,10 @@ The firmware runs precompiled (build/x64) on the MicroPython VM with the simulat
 2. Slow viewers: eight viewers reading 6 KB/s each (the issue's case) from eight addresses and
    one normal viewer: how long the slow ones hold their slots, the normal viewer's frame rate,
    and what a slow client's next request gets.
+3. Slow-viewer lag: beside a full-speed viewer, one viewer that takes a frame 1, 5 or 10 times a
+   second with its kernel's default receive buffer: how old (capture to arrival) the frames it
+   gets are, and the full-speed viewer's frame rate with and without it. The simulator gives
+   every socket of the board lwIP's 5760-byte send buffer (docs/simulator.md).
 Prints tables; never asserts (tests/system/test_hostile_lan.py holds the behaviour).
 """
 import base64
@@ -236,6 +240,28 @@ def slow_viewers(seconds=20):
             b.stop()
 
 
+def lag(seconds=15, warmup=3):
+    from testkit.lag import FullSpeed, slow_viewer_ages
+    from testkit.peers import wait
+    with tempfile.TemporaryDirectory() as d:
+        b, ports = firmware(os.path.join(d, 'flash'))
+        try:
+            alone = FullSpeed(ports['stream'])
+            alone.start()
+            wait(lambda: alone.frames >= 10, 20, 'a viewer streams')
+            time.sleep(5)
+            alone.stop.set()
+            alone.join(10)
+            print('| none | - | - | - | %5.1f |' % alone.fps())
+            for fps in (1, 5, 10):
+                ages, rcvbuf, fast = slow_viewer_ages(ports['stream'], fps, seconds)
+                steady = ages[int(warmup * fps):] or ages
+                print('| %d fps (SO_RCVBUF %d) | %d | %.2f s | %.2f s | %5.1f |' % (
+                    fps, rcvbuf, len(ages), sum(steady) / len(steady), max(steady), fast.fps()))
+        finally:
+            b.stop()
+
+
 def main():
     print('\nIdle flood: %d connections per port that never send a request (VGA, default '
           'limits); a legitimate client on 127.0.0.2 meanwhile\n' % FLOOD)
@@ -250,6 +276,11 @@ def main():
           '| its fps | a slow client\'s next request | dropped_lagging |')
     print('|---|---|---|---|---|---|---|')
     slow_viewers()
+    print('\nSlow-viewer lag: VGA at 25 fps, a full-speed viewer and one viewer taking a frame '
+          'every 1/fps s for 15 s (the first 3 s left out); age = arrival - X-Timestamp\n')
+    print('| slow viewer | its frames | mean age | max age | full-speed viewer fps |')
+    print('|---|---|---|---|---|')
+    lag()
 
 
 if __name__ == '__main__':

@@ -178,8 +178,8 @@ class StreamServer:
 
     async def reap(self):
         """Drop viewers that fell behind: one frame in sending for LAG_MS while the camera
-        moved on by LAG_FRAMES frames (a client reading a few KB/s holds a slot and a socket
-        while others wait), or that took nothing for STALL_MS. Free a slot whose answer never
+        moved on, or could have at its rate, by LAG_FRAMES frames (a client reading a few KB/s
+        holds a slot and a socket while others wait), or that took nothing for STALL_MS. Free a slot whose answer never
         started (its headers could not be sent)."""
         while True:
             await asyncio.sleep_ms(500)
@@ -193,7 +193,9 @@ class StreamServer:
                     continue
                 if not v.sending:
                     continue
-                behind = self.cam.seq - v.seq
+                # frames the camera captured since, or would have at its rate: when every viewer
+                # is this slow, none is ready for a new frame and the camera waits for them
+                behind = max(self.cam.seq - v.seq, age * self.cam.cfg.max_fps // 1000)
                 if age > STALL_MS or (age > LAG_MS and behind >= LAG_FRAMES):
                     self.lagging += 1
                     self.log.warn('stream: dropping a viewer at %s: %d frames behind for %d ms'
