@@ -179,8 +179,8 @@ class StreamServer:
     async def reap(self):
         """Drop viewers that fell behind: one frame in sending for LAG_MS while the camera
         moved on, or could have at its rate, by LAG_FRAMES frames (a client reading a few KB/s
-        holds a slot and a socket while others wait), or that took nothing for STALL_MS. Free a slot whose answer never
-        started (its headers could not be sent)."""
+        holds a slot and a socket while others wait), or that took nothing for STALL_MS. Free a
+        slot whose answer never started (its headers could not be sent)."""
         while True:
             await asyncio.sleep_ms(500)
             now = time.ticks_ms()

@@ -201,17 +201,20 @@ def test_viewers_share_one_capture(firmware):
     assert len(shared) >= n // 2, 'viewers received the same captured frames'
 
 
-def test_four_vga_viewers_stream_in_a_320k_heap(firmware, make_build):
+def test_four_vga_viewers_stream_in_a_384k_heap(firmware, make_build):
     """The foundation's memory goal as behaviour: precompiled as on a board and held to a small
     heap, four VGA viewers each receive whole frames. (The capture loop used to keep the last
     frame alive while capturing the next, and then no small heap streamed anything at all.)
     The goal was 256K; the features of this round (update over the air, the hostile-LAN
     defences, both camera families, the LFCP rules) grew the boot heap by ~62 KB on this 64-bit
     VM, 18 KB of it MicroPython's interned-name table stepping from 6 to 7 pools: 304K fails,
-    320K streams (docs/benchmarks.md). Freezing the firmware into the image puts those names
-    and the bytecode in flash."""
+    320K streamed (docs/benchmarks.md). Freezing the firmware into the image puts those names
+    and the bytecode in flash. Then the simulator's sockets took lwIP's 5760-byte buffers: a
+    viewer holds its frame until its client has taken all of it, as on a board, where Linux had
+    taken a whole frame in one write; 320K then failed now and then, 384K streams
+    (docs/reliability.md)."""
     make_build()
-    dev = firmware(heapsize='320K', mpy=True)
+    dev = firmware(heapsize='384K', mpy=True)
     n, viewers = 50, 4
     out = read_concurrently(dev.ports['stream'], n, viewers, 90)
     assert all(o and len(o) == n for o in out), ([len(o or ()) for o in out], dev.board.console()[-2000:])
