@@ -381,6 +381,11 @@ class App:
         if self.card:
             sup.spawn('card', self.card.run)
         self._start_update()
+        free = aio.free_sockets()
+        if self.budget.fit(free):
+            self.log.warn('http: the board has %d sockets free: the camera ports share %d, the '
+                          'admin port keeps %d (http.max_connections %d, admin_reserve %d do not '
+                          'fit)' % ((free,) + self.budget.caps + (h.max_connections, h.admin_reserve)))
         for name, app, port in (('control', self.control.app, h.control_port),
                                 ('stream', self.stream.app, h.stream_port),
                                 ('admin', self.admin.app, h.admin_port)):

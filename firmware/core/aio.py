@@ -42,11 +42,9 @@ async def send_all(stream, buf):
     n = len(buf)
     io = asyncio.core._io_queue
     while off < n:
-        # Write first and wait for the poller only when the socket takes nothing: a round of
-        # the loop and a poll for every write cost more than the write itself.
+        yield io.queue_write(sock)  # in place: no waiter object per write on the frame path
         w = sock.write(mv[off:] if off else mv)
         if w is None:
-            yield io.queue_write(sock)  # in place: no waiter object per write on the frame path
             continue
         if w <= 0:
             raise OSError(104)
@@ -82,6 +80,20 @@ def listen(host, port, backlog):
     s.bind(ai[-1])
     s.listen(backlog)
     return s
+
+
+def free_sockets(most=32):
+    """How many sockets the network stack would give now (a stock ESP32 image has 10 in all,
+    lwIP's default): opened until it refuses, then closed."""
+    held = []
+    try:
+        while len(held) < most:
+            held.append(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    except OSError:
+        pass
+    for s in held:
+        s.close()
+    return len(held)
 
 
 async def accept(lsock):

@@ -194,11 +194,24 @@ class Budget:
         self.refused = 0
         self.evicted = 0
         self.timeouts = 0
+        self.caps = (64, 16)        # what the board's sockets allow (fit)
+
+    def fit(self, free):
+        """Shrink the shares to the `free` sockets the board has for the listeners and their
+        connections, so that a flood meets this budget and not lwIP's table, which would refuse
+        the owner too. True when the configured shares did not fit."""
+        c = self.cfg
+        room = free - 4             # the three listeners and LFCP's UDP socket
+        admin = min(c.admin_reserve, max(2, room // 3))
+        self.caps = (min(c.max_connections, max(2, room - admin)), admin)
+        return self.caps != (c.max_connections, c.admin_reserve)
 
     def _share(self, admin):
         c = self.cfg
-        return (c.admin_reserve, max(1, c.admin_reserve - 1)) if admin \
-            else (c.max_connections, c.per_client)
+        if admin:
+            n = min(c.admin_reserve, self.caps[1])
+            return n, max(1, n - 1)
+        return min(c.max_connections, self.caps[0]), c.per_client
 
     def admit(self, listener, host):
         """None when a connection from `host` may be served now (room was made if needed), else
@@ -225,10 +238,11 @@ class Budget:
             # a client only ever competes with itself: a viewer that reconnects replaces its last
             # stream, whose disconnect may not be noticed yet; but a browser's parallel requests
             # to a page's port are never cut off mid-answer (the page saw "Failed to fetch"):
-            # the newcomer waits for its turn with a 503
-            if not (oldest[2].reading or listener.streams):
+            # the newcomer has a free socket of the share, or waits for its turn with a 503
+            if oldest[2].reading or listener.streams:
+                self._drop(oldest)
+            elif used >= limit:
                 return '%d connections from %s busy' % (mine, host)
-            self._drop(oldest)
         elif used >= limit:
             if idle is None:
                 return 'all %d connections busy' % limit
@@ -256,7 +270,8 @@ class Budget:
 
     def status(self):
         return {'open': len(self.conns), 'refused': self.refused, 'evicted': self.evicted,
-                'timeouts': self.timeouts}
+                'timeouts': self.timeouts, 'camera_share': self._share(False)[0],
+                'admin_share': self._share(True)[0]}
 
 
 class Listener:

@@ -370,8 +370,9 @@ def test_one_address_cannot_take_every_connection(firmware):
 def test_a_clients_own_requests_are_never_cut_off_mid_answer(firmware):
     """The admin page saw "Failed to fetch" now and then: a browser sends a page's requests over
     parallel connections, and a client's third connection on the admin port closed its oldest
-    while that one was being answered (an update upload, say). Now the newcomer waits its turn
-    with a 503 and Retry-After; what was being answered finishes."""
+    while that one was being answered (an update upload, say). Now the newcomer takes a free
+    socket of the port's share or waits its turn with a 503 and Retry-After; what was being
+    answered finishes."""
     from conftest import ADMIN
     dev = firmware()
     port = dev.ports['admin']
@@ -412,4 +413,5 @@ def test_a_clients_own_requests_are_never_cut_off_mid_answer(firmware):
     got = [answer(u) for u in uploads]
     for g in got:
         assert g.startswith(b'HTTP/1.0 '), ('an upload was cut off', got)
-    assert third.startswith(b'HTTP/1.0 503') and b'Retry-After' in third, third
+    assert third.startswith(b'HTTP/1.0 200') or (
+        third.startswith(b'HTTP/1.0 503') and b'Retry-After' in third), third

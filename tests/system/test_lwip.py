@@ -244,3 +244,27 @@ def test_eight_slow_viewers_cannot_hold_every_slot_on_a_boards_buffers(firmware)
     got.frame()
     got.close()
     assert dev.status()['stream']['dropped_lagging'] >= 1 and took < 12, took
+
+
+def test_on_a_stock_images_ten_sockets_the_default_budget_fits_itself(firmware):
+    """The default budget (9 for the camera ports, 3 for the admin port, 3 listeners, LFCP) needs
+    16 sockets; a stock image has 10, and there a dozen idle connections had the owner's admin
+    connection reset (lwIP's table was full before the budget was). The firmware counts the
+    sockets it can open at boot and shrinks the shares to fit, saying so."""
+    u, lfcp = lfcp_listener()
+    dev = firmware({'lfcp': lfcp}, env={'SIM_LWIP_MAX_SOCKETS': '10'})
+    heard(u, 0)
+    assert dev.wait_console('http: the board has 10 sockets free: the camera ports share 4, '
+                            'the admin port keeps 2')
+    conn = dev.status()['connections']
+    assert (conn['camera_share'], conn['admin_share']) == (4, 2), conn
+    idle = [idle_from(dev.ports['control' if i % 2 else 'stream'], '127.0.0.%d' % (10 + i))
+            for i in range(12)]
+    wait(lambda: dev.status()['connections']['evicted'] >= 6, 10, 'the share is full')
+    took, st = admin_page(dev)
+    assert took < 1.0, took
+    assert heard(u, time.monotonic())
+    assert all(t['restarts'] == 0 for t in st['tasks'].values()), st['tasks']
+    for s in idle:
+        s.close()
+    u.close()
