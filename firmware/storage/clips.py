@@ -31,6 +31,14 @@ def day_and_name(t, reason):
     return '%04d-%02d-%02d' % (y, mo, d), '%02d%02d%02d-%s.avi' % (h, mi, s, reason)
 
 
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
 class Recorder:
     def __init__(self, cam, card, cfg, log, motion=None, on_clip=None):
         self.cam = cam
@@ -105,6 +113,12 @@ class Recorder:
         try:
             self._mkdir(self.root)
             self._mkdir(self.root + '/' + day)
+            # a name already taken (same second, or a clock that restarted at 2000-01-01 after a
+            # power cut before NTP) gets a number: never open() over an earlier clip
+            n = 1
+            while _exists(path) and n < 100:
+                n += 1
+                path = '%s/%s/%s-%d.avi' % (self.root, day, name[:-4], n)
             with open(self.root + '/.open', 'w') as f:
                 f.write(path)
             self.f = open(path, 'wb')
