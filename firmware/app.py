@@ -258,9 +258,9 @@ class App:
 
         async def status(args):
             gc.collect()
-            return '%s: camera %s, alarm %s, %d viewers, up %d s, heap free %d' % (
+            return '%s: camera %s, alarm %s, %d viewers, up %d s, heap free %d, %s' % (
                 self.cfg.device.name, cam.state, self.alarm.state, len(self.stream.viewers),
-                clock.uptime_s(), gc.mem_free())
+                clock.uptime_s(), gc.mem_free(), clock.text())
 
         c.register('camera_on', camera_on)
         c.register('camera_off', camera_off)

@@ -21,6 +21,7 @@ import os
 import struct
 import time
 
+from firmware.core import clock
 from firmware.storage import avi
 
 DIR = 'clips'
@@ -475,8 +476,11 @@ class Recorder:
         self.stats['deleted'] += 1
 
     def status(self):
+        last = self.last
+        if last:
+            last = dict(last, time=clock.unix(last['time']))   # seconds since 1970, None: not set
         s = {'recording': self.path if self.writer is not None else None,
              'ring_frames': len(self.ring), 'ring_bytes': self.ring_bytes,
-             'queued': len(self.queue), 'fps': self.cfg.fps, 'last': self.last}
+             'queued': len(self.queue), 'fps': self.cfg.fps, 'last': last}
         s.update(self.stats)
         return s

@@ -117,3 +117,20 @@ def test_alarm_photo_waits_for_the_clock_then_captions_tell_the_truth(firmware, 
     # the alarm list of the status: 1970-based seconds once set, null before
     events = dev.status()['alarm']['events']
     assert events[0]['time'] is None and abs(events[-1]['time'] - time.time()) < 30, events
+
+
+def test_the_rtc_keeps_time_through_a_reset_but_not_a_power_cut(firmware, ntp):
+    dev = firmware({'time': {'servers': [ntp.address]}})
+    wait(lambda: synced(dev), 15, 'the clock set by NTP')
+    ntp.silent = True               # from now on only the RTC knows the time
+    assert dev.admin('reboot')[0] == 200
+    dev.board.wait_boots(2, 20)
+    assert dev.board.wait_ready(list(dev.ports.values()), timeout=30)
+    st = dev.status()
+    assert st['boot']['reset_cause'] == 'hard reset' and near_now(st['time']), st
+    assert st['time_source'] == 'rtc', st
+    dev.board.power_cycle()
+    dev.board.wait_boots(3, 20)
+    assert dev.board.wait_ready(list(dev.ports.values()), timeout=30)
+    st = dev.status()
+    assert st['time'] == 'time not set' and st['time_source'] is None, st
