@@ -78,7 +78,7 @@ def mktime(t):
     return ((_days(t[0], t[1], t[2]) * 24 + t[3]) * 60 + t[4]) * 60 + t[5]
 
 
-def rtc_datetime(dt=None):
+def _rtc_datetime(dt=None):
     """machine.RTC().datetime() of the ESP32 port: (y, m, d, weekday, h, mi, s, us) read, or
     set from such a tuple (the weekday is ignored, as the port does)."""
     if dt is None:

@@ -254,11 +254,11 @@ class RTC:
     # power-on, kept through resets and deep sleep
     def datetime(self, dt=None):
         import board_time
-        return board_time.rtc_datetime(dt)
+        return board_time._rtc_datetime(dt)
 
     def init(self, dt):
         import board_time
-        board_time.rtc_datetime(dt)
+        board_time._rtc_datetime(dt)
 
     def memory(self, data=None):
         if data is None:
