@@ -5,12 +5,15 @@ is the router's address (127.0.0.1 in the simulator, so the fake server can stan
 """
 import datetime
 import json
+import os
 import re
+import subprocess
 import time
 
 import pytest
 from peers.fake_ntp import BAD, FORGED_YEAR, FakeNtp
 from testkit.helpers import free_port
+from testkit.paths import MICROPYTHON, ROOT
 from testkit.peers import peers, wait  # noqa: F401  (peers is a fixture)
 
 pytestmark = pytest.mark.timeout(120)
@@ -134,3 +137,34 @@ def test_the_rtc_keeps_time_through_a_reset_but_not_a_power_cut(firmware, ntp):
     assert dev.board.wait_ready(list(dev.ports.values()), timeout=30)
     st = dev.status()
     assert st['time'] == 'time not set' and st['time_source'] is None, st
+
+
+PLACEHOLDERS = '''
+import os, sys
+sys.path.insert(0, sys.argv[2])
+from sdcard_image import FileDev
+os.mount(os.VfsFat(FileDev(sys.argv[1])), '/sd')
+for d in ('/sd/clips', '/sd/clips/2000-01-01'):
+    os.mkdir(d)
+for s in range(180):
+    with open('/sd/clips/2000-01-01/%02d%02d%02d-manual.avi' % (0, s // 60, s % 60), 'wb') as f:
+        f.write(b'an earlier clip')
+os.umount('/sd')
+'''
+
+
+def test_a_clip_never_overwrites_an_earlier_one_with_the_same_name(firmware, tmp_path):
+    """Before NTP the board names clips by its RTC, which starts again at 2000-01-01 00:00:00
+    after each power cut: the names of the first minutes come back (and two clips can start in
+    one second). Every name of the first 3 minutes is taken here; the new clip gets another."""
+    sim = tmp_path / 'flash' / '.sim'
+    sim.mkdir(parents=True)
+    vm = os.path.join(ROOT, 'tools', 'testkit', 'vm')
+    subprocess.run([MICROPYTHON, os.path.join(vm, 'sdcard_image.py'), 'mkfs', str(sim / 'sdcard.img'), '8'],
+                   check=True, timeout=60)
+    subprocess.run([MICROPYTHON, '-c', PLACEHOLDERS, str(sim / 'sdcard.img'), vm], check=True, timeout=60)
+    dev = firmware({'time': {'servers': []}, 'storage': {'sdcard': True}, 'camera': {'framesize': 'QVGA'},
+                    'clips': {'fps': 5, 'pre_s': 1, 'post_s': 1, 'max_s': 5, 'reserve_mb': 1}})
+    wait(lambda: dev.status()['clips'].get('ring_frames', 0) > 0, 20, 'the clip recorder running')
+    code, _, body = dev.admin('record_start')
+    assert code == 200 and b'clips/2000-01-01/00' in body and b'-manual-2.avi' in body, body
