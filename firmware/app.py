@@ -39,6 +39,7 @@ class App:
         import machine
         import network
         self.cfg = cfg
+        clock.start()
         self.log = log = Log(cfg.log.lines)
         self.bus = bus = Bus(log)
         self.commands = Commands(log)

@@ -10,7 +10,7 @@ import time
 VALID_FROM = 2025          # an earlier year means the clock was never set
 NOT_SET = 'time not set'
 TO_UNIX = 946684800 if time.gmtime(0)[0] == 2000 else 0   # add to time.time() for 1970 seconds
-_boot = [time.time()]      # time.time() at boot, moved with every step of the clock
+_boot = [time.time()]      # time.time() when the firmware started, moved with every step of the clock
 source = [None]            # who set the clock ('ntp 1.2.3.4'), None before that
 
 
@@ -35,8 +35,13 @@ def text(t=None):
     return '%04d-%02d-%02d %02d:%02d:%02d UTC' % time.gmtime(int(t))[:6]
 
 
+def start():
+    """The firmware starts now (uptime 0): the App calls it once its services are made."""
+    _boot[0] = time.time()
+
+
 def uptime_s():
-    """Seconds since boot; setting the clock does not make it jump (no ticks wrap either)."""
+    """Seconds since start(); setting the clock does not make it jump (no ticks wrap either)."""
     return int(time.time() - _boot[0])
 
 

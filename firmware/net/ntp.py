@@ -124,8 +124,8 @@ class TimeSync:
             where = '%s:%d' % (host, port)
             try:
                 secs, us = await self._ask(host, port)
-            except (OSError, ValueError) as e:
-                self.last_error = '%s: %s' % (where, e.args[-1] if e.args else e)
+            except (OSError, ValueError, IndexError) as e:   # IndexError: a name without address
+                self.last_error = '%s: %s' % (where, e.args[-1] if e.args else 'no address')
                 continue
             was_set = clock.is_set()
             clock.set_unix(self.rtc, secs, us, 'ntp ' + where)
