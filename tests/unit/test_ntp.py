@@ -78,3 +78,21 @@ def test_clock_in_words():
     out = run({})
     assert out['text_2000'] == 'time not set' and out['unix_2000'] is None
     assert out['text_2026'] == time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(1796182206))
+
+
+def test_time_config_errors_name_the_key():
+    cases = {
+        '{"time": {"servers": ["pool.ntp.org:0"]}}': 'time.servers: entries must be "host" or "host:port"',
+        '{"time": {"servers": ["a:b:c"]}}': 'time.servers: entries must be',
+        '{"time": {"servers": [""]}}': 'time.servers: entries must be',
+        '{"time": {"servers": [123]}}': 'time.servers',
+        '{"time": {"resync_h": 0}}': 'time.resync_h: must be 1..168, got 0',
+        '{"time": {"servers": ["10.0.0.1:123", "gateway", "gateway:1123"], "resync_h": 6}}': 'accepted',
+        '{"time": {"servers": []}}': 'accepted',
+    }
+    for text, expect in cases.items():
+        code = ('from firmware.config import schema\ntry:\n schema.parse(%r)\n print("accepted")\n'
+                'except schema.ConfigError as e:\n print(e)' % text)
+        out = subprocess.run([MICROPYTHON, '-c', code], cwd=ROOT, capture_output=True, text=True,
+                             timeout=30, env=dict(os.environ, MICROPYPATH='.frozen:' + ROOT))
+        assert expect in out.stdout, (text, out.stdout, out.stderr)
