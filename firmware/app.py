@@ -11,7 +11,9 @@ from firmware.core.events import ALARM, CLIP, Bus
 from firmware.core.log import Log
 from firmware.core.recovery import Recovery
 from firmware.core.supervisor import Supervisor
+from firmware.net import addresses
 from firmware.net.internet import Internet
+from firmware.net.ntp import TimeSync
 from firmware.net.wifi import Wifi
 from firmware.version import VERSION
 from firmware.web.access import ControlGate
@@ -50,8 +52,6 @@ class App:
         self.internet = Internet(cfg.internet, log, bus)
         self.ntp = None
         if cfg.time.servers:
-            from firmware.net import addresses
-            from firmware.net.ntp import TimeSync
             sta = self.wifi.sta
             self.ntp = TimeSync(cfg.time, log, bus, machine.RTC(), lambda: addresses.gateway(sta))
         self.cam = CameraService(driver or camera_driver(camera), cfg.camera, log, bus, beat=lambda: sup.beat('camera'),
@@ -314,7 +314,7 @@ class App:
             'update': self.update_status(),
             'uptime_s': clock.uptime_s(),
             'time': clock.text(),
-            'time_source': clock.source[0] or ('rtc' if clock.is_set() else None),
+            'time_source': 'ntp ' + clock.source[0] if clock.source[0] else 'rtc' if clock.is_set() else None,
             'ntp': self.ntp.status() if self.ntp else {'servers': 0},
             'heap_free': gc.mem_free(), 'heap_used': gc.mem_alloc(),
             'boot': self.recovery.status(),

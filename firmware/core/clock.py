@@ -11,7 +11,7 @@ VALID_FROM = 2025          # an earlier year means the clock was never set
 NOT_SET = 'time not set'
 TO_UNIX = 946684800 if time.gmtime(0)[0] == 2000 else 0   # add to time.time() for 1970 seconds
 _boot = [time.time()]      # time.time() when the firmware started, moved with every step of the clock
-source = [None]            # who set the clock ('ntp 1.2.3.4'), None before that
+source = [None]            # the NTP server (time.servers entry) that set the clock, None before
 
 
 def is_set(t=None):
@@ -46,7 +46,7 @@ def uptime_s():
 
 
 def set_unix(rtc, secs, us, why):
-    """Set the RTC (machine.RTC()) to `secs` + `us` microseconds since 1970."""
+    """Set the RTC (machine.RTC()) to `secs` + `us` microseconds since 1970; `why` is kept."""
     before = time.time()
     t = time.gmtime(int(secs) - TO_UNIX)
     rtc.datetime((t[0], t[1], t[2], t[6], t[3], t[4], t[5], us))

@@ -13,18 +13,18 @@ STAMP = bytes(range(1, 9))
 
 SCRIPT = '''
 import json, sys
-from firmware.net import ntp
+from firmware.net import ntp, sntp
 from firmware.core import clock
 cases = json.loads(sys.stdin.read())
-out = {'request': ntp.request(bytes(range(1, 9))).hex()}
+out = {'request': sntp.request(bytes(range(1, 9))).hex()}
 for name, hexed in cases.items():
     try:
-        out[name] = list(ntp.parse(bytes.fromhex(hexed), bytes(range(1, 9))))
+        out[name] = list(sntp.parse(bytes.fromhex(hexed), bytes(range(1, 9))))
     except ValueError as e:
         out[name] = 'refused: ' + e.args[0]
-out['servers'] = ntp.server_list(['pool.ntp.org', 'gateway', '10.0.0.9:1123', 'gateway:5'],
+out['servers'] = sntp.server_list(['pool.ntp.org', 'gateway', '10.0.0.9:1123', 'gateway:5'],
                                  lambda: '192.168.1.1')
-out['no_gateway'] = ntp.server_list(['gateway', 'a'], lambda: '0.0.0.0')
+out['no_gateway'] = sntp.server_list(['gateway', 'a'], lambda: '0.0.0.0')
 out['text_2000'] = clock.text(946684800 + 5)
 out['text_2026'] = clock.text(1796182206)
 out['unix_2000'] = clock.unix(946684800 + 5)
@@ -69,9 +69,9 @@ def test_era_1_after_2036():
 
 def test_server_list_and_the_gateway():
     out = run({})
-    assert out['servers'] == [['pool.ntp.org', 123], ['192.168.1.1', 123], ['10.0.0.9', 1123],
-                              ['192.168.1.1', 5]]
-    assert out['no_gateway'] == [['a', 123]]     # no DHCP lease yet: the gateway is left out
+    assert out['servers'] == [['pool.ntp.org', 123, 'pool.ntp.org'], ['192.168.1.1', 123, 'gateway'],
+                              ['10.0.0.9', 1123, '10.0.0.9:1123'], ['192.168.1.1', 5, 'gateway:5']]
+    assert out['no_gateway'] == [['a', 123, 'a']]     # no DHCP lease yet: the gateway is left out
 
 
 def test_clock_in_words():
