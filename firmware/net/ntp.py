@@ -12,7 +12,6 @@ Why not micropython-lib's ntptime: it blocks the VM for up to a second per try, 
 """
 import asyncio
 import sys
-import time
 
 import firmware.net
 from firmware.core import clock
@@ -33,41 +32,39 @@ class TimeSync:
         # Nothing made at sync time stays in the heap (a string kept then would sit in the middle
         # of the free space that frames need in one piece): the entry is the config's own string.
         self.server = None          # the time.servers entry that set the clock last
-        self.synced = None          # ticks_ms of the last sync
+        self.synced = None          # clock.uptime_s() of the last sync
         self.tries = 0
         self.ignored = 0            # replies that failed validation
         self.last_error = None
         self._addrs = {}            # name -> sockaddr, for this uplink
-        self._kick = asyncio.Event()
+        self._kick = False          # sync at once (the uplink came back)
         bus.on(UPLINK, self._on_uplink)
 
     def _on_uplink(self, up):
-        self.uplink = up
+        self.uplink = self._kick = up
         self._addrs = {}
-        if up:
-            self._kick.set()
 
     def status(self):
         return {'set': clock.is_set(), 'server': self.server, 'tries': self.tries,
                 'ignored': self.ignored, 'last_error': self.last_error,
-                'synced_s_ago': time.ticks_diff(time.ticks_ms(), self.synced) // 1000
-                if self.synced is not None else None}
+                'synced_s_ago': clock.uptime_s() - self.synced if self.synced is not None else None}
 
     async def run(self):
         retry = RETRY_S
+        left = 0                    # seconds to the next sync
         while True:
-            wait = self.cfg.resync_h * 3600
-            if self.uplink:
+            if self.uplink and (self._kick or left <= 0):
+                self._kick = False
                 if await self.sync():
                     retry = RETRY_S
+                    left = self.cfg.resync_h * 3600
                 else:
-                    wait = retry
+                    left = retry
                     retry = min(retry * 2, RETRY_MAX_S)
-            try:
-                await asyncio.wait_for(self._kick.wait(), wait)
-            except asyncio.TimeoutError:
-                pass
-            self._kick.clear()
+            # a one-second tick rather than an Event and wait_for: between syncs the task keeps
+            # no wait objects, which would sit in the heap the frames need in one piece
+            await asyncio.sleep(1)
+            left -= 1
 
     async def sync(self):
         """Ask the servers in order; True once one of them set the clock."""
@@ -90,7 +87,7 @@ class TimeSync:
             was_set = clock.is_set()
             clock.set_unix(self.rtc, secs, us, entry)
             self.server = entry
-            self.synced = time.ticks_ms()
+            self.synced = clock.uptime_s()
             self.last_error = None
             if not was_set:
                 self.log('time: set from %s: %s' % (where, clock.text()))
