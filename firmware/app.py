@@ -2,17 +2,18 @@
 import asyncio
 import gc
 import sys
-import time
 
 from firmware.alarm.panel import Alarm
 from firmware.camera.service import CameraService
-from firmware.core import aio, store
+from firmware.core import aio, clock, store
 from firmware.core.commands import BadArgs, CommandError, Commands
 from firmware.core.events import ALARM, CLIP, Bus
 from firmware.core.log import Log
 from firmware.core.recovery import Recovery
 from firmware.core.supervisor import Supervisor
+from firmware.net import addresses
 from firmware.net.internet import Internet
+from firmware.net.ntp import TimeSync
 from firmware.net.wifi import Wifi
 from firmware.version import VERSION
 from firmware.web.access import ControlGate
@@ -22,10 +23,6 @@ from firmware.web.control import ControlServer
 from firmware.web.stream import StreamServer
 
 
-def clock():
-    """The board's clock in words (it starts in 2000 until NTP or a server sets it)."""
-    t = time.gmtime()
-    return '%04d-%02d-%02d %02d:%02d:%02d UTC' % t[:6] if t[0] >= 2024 else 'not set'
 def camera_driver(camera):
     """What CameraService drives: micropython-camera-driver's module as it is, or
     micropython-camera-API's (it offers a `Camera` class) through its adapter."""
@@ -44,7 +41,7 @@ class App:
         import machine
         import network
         self.cfg = cfg
-        self.started = time.time()
+        clock.start()
         self.log = log = Log(cfg.log.lines)
         self.bus = bus = Bus(log)
         self.commands = Commands(log)
@@ -53,6 +50,10 @@ class App:
                                     on_stall=self.recovery.note_stall)
         self.wifi = Wifi(network, cfg.wifi, log, bus, self.recovery, beat=lambda: sup.beat('wifi'))
         self.internet = Internet(cfg.internet, log, bus)
+        self.ntp = None
+        if cfg.time.servers:
+            sta = self.wifi.sta
+            self.ntp = TimeSync(cfg.time, log, bus, machine.RTC(), lambda: addresses.gateway(sta))
         self.cam = CameraService(driver or camera_driver(camera), cfg.camera, log, bus, beat=lambda: sup.beat('camera'),
                                  on_give_up=lambda why: self.recovery.reboot_soon(why),
                                  flash=self._flash(machine))
@@ -147,7 +148,7 @@ class App:
         w = self.wifi.status()
         gc.collect()
         return {'rssi': w.get('rssi'), 'ssid': w.get('upstream'), 'heap_free': gc.mem_free(),
-                'uptime_s': time.time() - self.started,
+                'uptime_s': clock.uptime_s(),
                 'clips': self.clips.stats['clips'] if self.clips else 0}
 
     def _port_forward(self):
@@ -272,9 +273,9 @@ class App:
 
         async def status(args):
             gc.collect()
-            return '%s: camera %s, alarm %s, %d viewers, up %d s, heap free %d' % (
+            return '%s: camera %s, alarm %s, %d viewers, up %d s, heap free %d, %s' % (
                 self.cfg.device.name, cam.state, self.alarm.state, len(self.stream.viewers),
-                time.time() - self.started, gc.mem_free())
+                clock.uptime_s(), gc.mem_free(), clock.text())
 
         c.register('camera_on', camera_on)
         c.register('camera_off', camera_off)
@@ -325,8 +326,10 @@ class App:
             'device': self.cfg.device.name,
             'version': VERSION,
             'update': self.update_status(),
-            'uptime_s': time.time() - self.started,
-            'time': clock(),
+            'uptime_s': clock.uptime_s(),
+            'time': clock.text(),
+            'time_source': 'ntp ' + clock.source[0] if clock.source[0] else 'rtc' if clock.is_set() else None,
+            'ntp': self.ntp.status() if self.ntp else {'servers': 0},
             'heap_free': gc.mem_free(), 'heap_used': gc.mem_alloc(),
             'boot': self.recovery.status(),
             'camera': self.cam.status(),
@@ -348,7 +351,7 @@ class App:
             'control_refused': self.gate.refused,
             'connections': self.budget.status(),
             'log': [l[2] for l in self.log.tail(20)],
-            'evidence': [[l[0], l[2]] for l in self.log.evidence],
+            'evidence': [[clock.unix(l[0]), l[2]] for l in self.log.evidence],
         }
 
     # --- run ------------------------------------------------------------------------------
@@ -362,6 +365,10 @@ class App:
         sup.spawn('motion', self.alarm.run)
         sup.spawn('auto-arm', self.alarm.auto_arm)
         sup.spawn('internet', self.internet.run)
+        if self.ntp:
+            sup.spawn('ntp', self.ntp.run)
+        else:
+            self.log.warn('time: no NTP servers (time.servers): the clock stays unset')
         self.running = True
         if self.mgmt:
             sup.spawn('lfcp', self.mgmt.run, critical=self.mgmt.enabled)

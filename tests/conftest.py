@@ -17,12 +17,22 @@ import urllib.parse
 import urllib.request
 
 import pytest
+from peers.fake_ntp import FakeNtp
 from sim.simulate import Board  # noqa: E402
 from testkit.helpers import free_port, merge  # noqa: E402
 from testkit.paths import ROOT
 from testkit.vm.lfcp_harness import Servers  # noqa: E402
 
 ADMIN = ('admin', 'test-admin-pw')
+_ntp = []  # this worker's fake NTP server, started with the first device
+
+
+def fake_ntp():
+    """'127.0.0.1:port' of the fake NTP server every device sets its clock from by default
+    (a test that wants no NTP overrides time.servers)."""
+    if not _ntp:
+        _ntp.append(FakeNtp().start())
+    return _ntp[0].address
 
 
 def pytest_collection_modifyitems(config, items):
@@ -90,6 +100,7 @@ def firmware(tmp_path):
             'internet': {'probe': []},
             'upnp': {'ssdp': '127.0.0.1:%d' % free_port()},
             'telegram': {'api_url': 'https://127.0.0.1:%d' % free_port()},
+            'time': {'servers': [fake_ntp()]},   # the board's clock starts at 2000 until set
         }
         merge(cfg, overrides)
         flash = tmp_path / name

@@ -13,7 +13,7 @@ after the disarm; the hold is in the status, the log and alarm.json.
 import asyncio
 import time
 
-from firmware.core import store
+from firmware.core import clock, store
 from firmware.core.commands import CommandError
 from firmware.core.events import ALARM, ARMED, CAMERA, INTERNET, MANAGEMENT
 
@@ -30,7 +30,7 @@ class AlarmEvent:
         self.frame = frame          # the JPEG that triggered (shared, not copied)
 
     def info(self):
-        return {'time': self.time, 'reason': self.reason, 'score': self.score}
+        return {'time': clock.unix(self.time), 'reason': self.reason, 'score': self.score}
 
 
 class Alarm:

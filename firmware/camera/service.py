@@ -13,6 +13,7 @@ import gc
 import time
 
 from firmware.camera.framesize import FRAMESIZES
+from firmware.core.clock import TO_UNIX
 from firmware.core.events import CAMERA
 
 # The service speaks micropython-camera-driver's function API (`camera.init(...)`, capture()
@@ -49,6 +50,8 @@ SIZES = {
     'VGA': (640, 480), 'SVGA': (800, 600), 'XGA': (1024, 768), 'HD': (1280, 720),
     'SXGA': (1280, 1024), 'UXGA': (1600, 1200),
 }
+
+_TO_UNIX_US = TO_UNIX * 1000000
 
 
 class CameraService:
@@ -358,7 +361,7 @@ class CameraService:
             self.stats['captures'] += 1
             self.frame = frame
             self.stamp_ms = time.ticks_ms()
-            self.stamp_us = time.time_ns() // 1000
+            self.stamp_us = time.time_ns() // 1000 + _TO_UNIX_US   # since 1970 on either epoch
             self.seq += 1
             self._frame_ev.set()
             self._frame_ev.clear()

@@ -78,6 +78,17 @@ def _hostports(v):
     return None
 
 
+def _ntp_servers(v):
+    """NTP servers: "host" (port 123) or "host:port"; "gateway" is the router (from DHCP)."""
+    if len(v) > MAX_LIST:
+        return 'at most %d entries' % MAX_LIST
+    for s in v:
+        if not isinstance(s, str) or not s or len(s) > 128 or s.count(':') > 1 or s[0] == ':' \
+                or (':' in s and not _port(s.split(':')[1])) or ' ' in s:
+            return 'entries must be "host" or "host:port" strings with a port 1..65535, got %r' % (s,)
+    return None
+
+
 def _hostport_or_off(v):
     return None if v == '' else _hostports([v])
 
@@ -263,6 +274,10 @@ SCHEMA = {
         'probe': (list, ['1.1.1.1:443', '8.8.8.8:53'], _hostports),
         'timeout_s': (int, 3, (1, 60)),
         'interval_s': (int, 60, (5, 86400)),
+    },
+    'time': {
+        'servers': (list, ['pool.ntp.org', 'gateway'], _ntp_servers),
+        'resync_h': (int, 24, (1, 168)),
     },
     'telegram': {
         'token': (str, '', None),

@@ -11,6 +11,7 @@ UPLINK = 'uplink'          # Wi-Fi joined or lost an upstream access point: up (
 INTERNET = 'internet'      # the Internet probe's verdict changed: up (bool)
 CLIP = 'clip'              # a clip is complete on the card: info dict (path, reason, time, frames, fps)
 CAMERA = 'camera'          # the camera service's state changed: 'on', 'off', 'failed'...
+CLOCK = 'clock'            # the board's clock was set for the first time since boot (NTP)
 
 
 class Bus:

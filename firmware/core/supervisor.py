@@ -10,6 +10,8 @@ import io
 import sys
 import time
 
+from firmware.core import clock
+
 BACKOFF_MAX_S = 60
 HEALTHY_S = 60       # a task that ran this long restarts with the shortest backoff again
 TRACE_CHARS = 1200   # a traceback kept for the admin page is cut to this
@@ -76,7 +78,7 @@ class Supervisor:
         text = self._log.redact(buf.getvalue())
         if len(text) > TRACE_CHARS:
             text = '...' + text[-TRACE_CHARS:]
-        self.traces.append({'task': name, 'time': time.time(), 'trace': text})
+        self.traces.append({'task': name, 'time': clock.unix(), 'trace': text})   # None: not set
         if len(self.traces) > self._keep:
             self.traces.pop(0)
 

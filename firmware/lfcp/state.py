@@ -5,7 +5,7 @@ moved aside and LFCP starts fresh, saying so: never a dead feature."""
 import os
 import time
 
-from firmware.core import store
+from firmware.core import clock, store
 
 SEQ_BLOCK = 1000
 DONE = 8  # executed command ids remembered per origin
@@ -17,12 +17,8 @@ MAX_ID = 128
 
 def clock_ms():
     """Milliseconds since 1970 when the clock has been set (NTP), else None."""
-    if time.gmtime()[0] < 2025:
-        return None
-    t = time.time()
-    if time.gmtime(0)[0] == 2000:  # the board's epoch
-        t += 946684800
-    return t * 1000
+    t = clock.unix()
+    return None if t is None else t * 1000
 
 
 class State:

@@ -13,7 +13,7 @@ import asyncio
 import json
 import time
 
-from firmware.core import store
+from firmware.core import clock, store
 from firmware.core.commands import CommandError
 from firmware.core.events import ALARM, ARMED, CAMERA
 from firmware.mqtt.client import Client
@@ -27,6 +27,10 @@ MAX_ARG = 64                # longest payload quoted back in an error
 
 
 def iso(t):
+    """ISO 8601 for Home Assistant's timestamp sensor; 'None' (its "unknown") while the
+    board's clock is not set."""
+    if not clock.is_set(t):
+        return 'None'
     y, mo, d, h, mi, s = time.gmtime(int(t))[:6]
     return '%04d-%02d-%02dT%02d:%02d:%02d+00:00' % (y, mo, d, h, mi, s)
 

@@ -12,12 +12,14 @@ import socket
 import time
 from errno import ECONNRESET, EINPROGRESS, ETIMEDOUT
 
+from firmware.core import clock
 from firmware.core.aio import readable, writable
 
 CHUNK = 2048  # bytes per socket write: small enough to yield often, large enough for TLS records
 DNS_TTL_MS = 600000
 DNS_FAIL_MS = 30000
 MAX_HEADER_BYTES = 8192
+CERT_REQUIRED = 2  # ssl.CERT_REQUIRED (ssl loads only with the first https request)
 
 _ERRNO = {104: 'connection reset', 32: 'connection closed by peer', 111: 'connection refused',
           113: 'host unreachable', 110: 'timed out', 12: 'out of memory'}
@@ -336,11 +338,15 @@ async def request(method, url, headers=None, body=None, timeout=10, ssl=None, ma
     head = ''.join(head).encode()
     phase = 'connect'
     s = None
+    if https:
+        ctx = ssl or default_context()
+        if ctx.verify_mode == CERT_REQUIRED and not clock.is_set():
+            # mbedTLS checks the certificates' dates against the clock, and a board's reads 2000
+            raise ValueError('%s: TLS refused: clock not set (waiting for NTP)' % where)
     try:
         ai = resolve(host, port)
         raw = s = await asyncio.wait_for(_connect(ai), timeout)
         if https:
-            ctx = ssl or default_context()
             s = ctx.wrap_socket(raw, server_hostname=host, do_handshake_on_connect=False)
             s.setblocking(False)
         c = _Conn(s, raw, https)

@@ -21,6 +21,7 @@ import os
 import struct
 import time
 
+from firmware.core import clock
 from firmware.storage import avi
 
 DIR = 'clips'
@@ -29,6 +30,14 @@ DIR = 'clips'
 def day_and_name(t, reason):
     y, mo, d, h, mi, s = time.localtime(int(t))[:6]
     return '%04d-%02d-%02d' % (y, mo, d), '%02d%02d%02d-%s.avi' % (h, mi, s, reason)
+
+
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
 
 
 class Recorder:
@@ -105,6 +114,12 @@ class Recorder:
         try:
             self._mkdir(self.root)
             self._mkdir(self.root + '/' + day)
+            # a name already taken (same second, or a clock that restarted at 2000-01-01 after a
+            # power cut before NTP) gets a number: never open() over an earlier clip
+            n = 1
+            while _exists(path) and n < 100:
+                n += 1
+                path = '%s/%s/%s-%d.avi' % (self.root, day, name[:-4], n)
             with open(self.root + '/.open', 'w') as f:
                 f.write(path)
             self.f = open(path, 'wb')
@@ -461,8 +476,11 @@ class Recorder:
         self.stats['deleted'] += 1
 
     def status(self):
+        last = self.last
+        if last:
+            last = dict(last, time=clock.unix(last['time']))   # seconds since 1970, None: not set
         s = {'recording': self.path if self.writer is not None else None,
              'ring_frames': len(self.ring), 'ring_bytes': self.ring_bytes,
-             'queued': len(self.queue), 'fps': self.cfg.fps, 'last': self.last}
+             'queued': len(self.queue), 'fps': self.cfg.fps, 'last': last}
         s.update(self.stats)
         return s

@@ -11,7 +11,7 @@ import json
 import os
 import time
 
-from firmware.core import events
+from firmware.core import clock, events
 from firmware.core.commands import BadArgs, CommandError
 from firmware.net import http_client
 from firmware.telegram.api import BACKOFF_MAX_S, BotApi
@@ -21,8 +21,7 @@ from firmware.telegram.poller import Poller
 
 
 def stamp(t):
-    y, mo, d, h, mi, s = time.gmtime(int(t))[:6]
-    return '%04d-%02d-%02d %02d:%02d:%02d UTC' % (y, mo, d, h, mi, s)
+    return clock.text(t)   # 'time not set' until NTP has set the board's clock
 
 
 class Telegram:
@@ -48,6 +47,7 @@ class Telegram:
         if bus:
             bus.on(events.ALARM, self.send_alarm)
             bus.on(events.UPLINK, self._on_uplink)
+            bus.on(events.CLOCK, lambda: self._on_uplink(True))   # verified TLS can start now
             bus.on(events.ARMED, self.send_armed)
 
     # --- what others call --------------------------------------------------------------------

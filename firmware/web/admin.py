@@ -11,6 +11,7 @@ import sys
 
 from microdot import Microdot, Response
 
+from firmware.core import clock
 from firmware.core import commands as table
 from firmware.core.commands import BadArgs, CommandError
 from firmware.web import common as web
@@ -44,7 +45,7 @@ class AdminServer:
 
         @app.route('/log')
         async def log_lines(req):     # [[time, level I/W/E, text], ...], oldest first
-            return Response([list(l) for l in log.tail(log.max)])
+            return Response([[clock.unix(l[0]), l[1], l[2]] for l in log.tail(log.max)])
 
         @app.route('/alarm.jpg')
         async def alarm_photo(req):

@@ -81,6 +81,10 @@ def test_every_control_applies_or_is_refused(firmware):
 
 def test_capture_headers_and_framesize_changes_the_jpeg(firmware):
     dev = firmware()
+    # X-Timestamp is the wall clock: the board's starts at 2000 until NTP (the fixture's) sets it
+    deadline = time.monotonic() + 15
+    while dev.status()['time'] == 'time not set' and time.monotonic() < deadline:
+        time.sleep(0.1)
     code, h, body = dev.get('control', '/capture')
     assert code == 200 and h['Content-Type'] == 'image/jpeg'
     assert h['Content-Disposition'] == 'inline; filename=capture.jpg'

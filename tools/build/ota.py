@@ -67,8 +67,10 @@ def wait_verdict(host, port, auth, version, before, t_before, wait_s, out=sys.st
     seen = None
     while time.time() < end:
         s = status(host, port, auth)
-        # restarted since the push: its uptime is shorter than the old firmware's would be
-        if s and s.get('uptime_s', 1e9) < before.get('uptime_s', 0) + time.time() - t_before - 2:
+        # restarted since the push: it runs the new version, or its uptime is shorter than the
+        # old firmware's would be (whole seconds on a board: a quick restart can hide in them)
+        new = s and s.get('version') == version != before.get('version')
+        if s and (new or s.get('uptime_s', 1e9) < before.get('uptime_s', 0) + time.time() - t_before - 2):
             u = s.get('update', {})
             if seen != s.get('version'):
                 seen = s.get('version')

@@ -396,6 +396,9 @@ def main(argv=None):
     ap.add_argument("--max-sleep", type=float, default=10.0,
                     help="cap of a deep sleep in seconds (default 10)")
     ap.add_argument("--quiet", action="store_true", help="do not echo the console")
+    ap.add_argument("--ntp", type=int, default=12300,
+                    help="port of the fake NTP server started beside the board, on 127.0.0.1 "
+                         "(config.sim.json's time.servers; 0: none, the clock stays unset)")
     a = ap.parse_args(argv)
 
     board = Board(a.flash, config=a.config,
@@ -421,6 +424,12 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, on_term)
     print("sim: flash %s, console log %s, control files %s" % (board.flash, board.log_path,
                                                                 board.sim_dir), flush=True)
+    ntp = None
+    if a.ntp:
+        # the board's clock starts at 2000-01-01; this sets it without asking the Internet
+        ntp = subprocess.Popen([sys.executable, os.path.join(REPO, "tools", "peers", "fake_ntp.py"),
+                                "--port", str(a.ntp)],
+                               preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     board.start()
     try:
         while board.running:
@@ -429,6 +438,10 @@ def main(argv=None):
         print("\nsim: stopping", flush=True)
         board.stop()
         return 0
+    finally:
+        if ntp:
+            ntp.terminate()
+            ntp.wait(5)
     board.stop()
     code = board.last_exit_code
     print("sim: stopped (exit code %s after %d boot(s))" % (code, board.boots), flush=True)

@@ -366,13 +366,15 @@ class Timer:
 class RTC:
     _mem = [b""]
 
+    # the wall clock lives in board_time (the `time` the firmware sees): 2000-01-01 after a
+    # power-on, kept through resets and deep sleep
     def datetime(self, dt=None):
-        if dt is None:
-            t = time.localtime()
-            return (t[0], t[1], t[2], t[6], t[3], t[4], t[5], 0)
+        import board_time
+        return board_time._rtc_datetime(dt)
 
-    def init(self, dt=None):
-        pass
+    def init(self, dt):
+        import board_time
+        board_time._rtc_datetime(dt)
 
     def memory(self, data=None):
         if data is None:

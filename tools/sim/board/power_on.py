@@ -18,6 +18,11 @@ if os.getenv("SIM_CAMERA") == "class":
 _s.board[0] = True
 _s.sim_dir()
 
+# The board's wall clock (2000-01-01 after a power-on, ESP32 epoch) for every later `import time`
+import board_time
+
+sys.modules["time"] = board_time
+
 # firmware thread outcome: [finished, exit code]
 _done = [False, 0]
 
