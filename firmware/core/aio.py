@@ -113,7 +113,7 @@ def stream(s, addr):
 class Reader:
     """The request side of a connection, for microdot: `reading` stays True until the blank line
     that ends the headers, so the server can tell a connection still sending its request (an
-    idle one holds one of a board's ~16 sockets) from one being answered."""
+    idle one holds one of a board's 10-16 sockets) from one being answered."""
 
     def __init__(self, stream):
         self.s = stream

@@ -177,7 +177,7 @@ def quiet(log):
 
 
 class Budget:
-    """The connections the three servers may hold together, as a board's ~16 sockets allow.
+    """The connections the three servers may hold together, as a board's 10-16 sockets allow.
 
     The control and stream ports share `max_connections`; the admin port has `admin_reserve` of
     its own that they can never take, so a flood on the camera's ports never locks the owner
