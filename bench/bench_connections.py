@@ -15,7 +15,6 @@ The firmware runs precompiled (build/x64) on the MicroPython VM with the simulat
    every socket of the board lwIP's 5760-byte send buffer (docs/simulator.md).
 Prints tables; never asserts (tests/system/test_hostile_lan.py holds the behaviour).
 """
-import base64
 import json
 import os
 import socket
@@ -28,7 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 from sim.simulate import Board  # noqa: E402
-from testkit.helpers import MjpegReader, free_port  # noqa: E402
+from testkit.helpers import MjpegReader, free_port, get_from  # noqa: E402
 
 MPY_PATH = ':'.join([os.path.join(ROOT, 'tools', 'sim', 'board'), '.frozen',
                      os.path.join(ROOT, 'build', 'x64', 'lib'), os.path.join(ROOT, 'build', 'x64')])
@@ -55,29 +54,13 @@ def firmware(flash, extra=None):
 
 
 def request(src, port, path, auth=True, timeout=10):
-    """(seconds, status line) of one GET from source address `src`."""
+    """(seconds, answer) of one GET from source address `src`."""
     t0 = time.monotonic()
-    s = socket.socket()
-    s.settimeout(timeout)
     try:
-        s.bind((src, 0))
-        s.connect(('127.0.0.1', port))
-        h = 'GET %s HTTP/1.0\r\nHost: 127.0.0.1:%d\r\n' % (path, port)
-        if auth:
-            h += 'Authorization: Basic %s\r\n' % base64.b64encode(
-                ('admin:' + PASSWORD).encode()).decode()
-        s.sendall((h + '\r\n').encode())
-        data = b''
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        return time.monotonic() - t0, data
+        data = get_from(src, port, path, ('admin', PASSWORD) if auth else None, timeout)
     except OSError as e:
-        return time.monotonic() - t0, repr(e).encode()
-    finally:
-        s.close()
+        data = repr(e).encode()
+    return time.monotonic() - t0, data
 
 
 def first_frame(src, port, timeout=10):

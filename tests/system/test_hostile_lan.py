@@ -6,13 +6,12 @@ every wait is bounded and polls.
 """
 import base64
 import json
-import os
 import socket
 import threading
 import time
-import urllib.parse
 
 import pytest
+from testkit import helpers
 from testkit.peers import wait
 
 pytestmark = pytest.mark.timeout(90)
@@ -199,22 +198,8 @@ def test_password_guessing_is_throttled_per_client_and_reported(firmware):
 
 
 def get_from(src, port, path, auth):
-    """A GET from another loopback source address (127.0.0.2 is another client)."""
-    s = socket.socket()
-    s.settimeout(10)
-    s.bind((src, 0))
-    s.connect(('127.0.0.1', port))
-    token = base64.b64encode(('%s:%s' % auth).encode()).decode()
-    s.sendall(('GET %s HTTP/1.0\r\nHost: 127.0.0.1:%d\r\nAuthorization: Basic %s\r\n\r\n'
-               % (path, port, token)).encode())
-    data = b''
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    s.close()
-    head, _, body = data.partition(b'\r\n\r\n')
+    """The body of a GET from another loopback source address (127.0.0.2 is another client)."""
+    head, _, body = helpers.get_from(src, port, path, auth).partition(b'\r\n\r\n')
     assert b' 200 ' in head.split(b'\r\n')[0], head
     return body
 

@@ -1,4 +1,5 @@
 """Shared test helpers: required binaries, free ports, a tiny MJPEG reader."""
+import base64
 import os
 import shutil
 import socket
@@ -122,6 +123,28 @@ class MjpegReader:
 
     def close(self):
         self.sock.close()
+
+
+def get_from(src, port, path, auth=None, timeout=10):
+    """The whole answer (bytes) to one HTTP/1.0 GET from loopback source address `src` (another
+    client than 127.0.0.1), with Basic `auth` = (user, password) if given."""
+    s = socket.socket()
+    s.settimeout(timeout)
+    try:
+        s.bind((src, 0))
+        s.connect(('127.0.0.1', port))
+        h = 'GET %s HTTP/1.0\r\nHost: 127.0.0.1:%d\r\n' % (path, port)
+        if auth:
+            h += 'Authorization: Basic %s\r\n' % base64.b64encode(('%s:%s' % auth).encode()).decode()
+        s.sendall((h + '\r\n').encode())
+        data = b''
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+    finally:
+        s.close()
 
 
 def first_frames(port, n=8):
