@@ -284,4 +284,4 @@ def test_a_corrupt_alarm_state_file_does_not_stop_the_boot(firmware, tmp_path):
     (flash / 'alarm.json').write_text('{"state": "arm')
     dev = firmware()
     assert dev.status()['alarm']['state'] == 'disarmed'
-    assert 'alarm.json: not valid JSON' in dev.console()
+    assert dev.wait_console('alarm.json: not valid JSON')

@@ -212,7 +212,7 @@ def test_card_faults_leave_the_stream_and_the_alarm(firmware, tmp_path, fault):
     card = wait(lambda: (lambda c: c if c['state'] == want else None)(dev.status()['card']), 20,
                 'card state %s' % want)
     assert card['error']
-    assert 'card: %s' % want in dev.console()
+    assert dev.wait_console('card: %s' % want)
     stream_and_alarm_alive(dev)
 
 

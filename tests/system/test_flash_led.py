@@ -159,7 +159,7 @@ def test_no_flash_pin_refuses_led_intensity(firmware):
 def test_flash_pin_is_checked_at_boot(firmware):
     dev = firmware({'camera': {'flash_pin': 36}}, ready=False)
     dev.wait_console('config refused', timeout=20)
-    assert 'camera.flash_pin: must be null (no LED) or a free output GPIO' in dev.console()
+    assert dev.wait_console('camera.flash_pin: must be null (no LED) or a free output GPIO')
 
 
 # --- flash on photo at night ---------------------------------------------------------------------

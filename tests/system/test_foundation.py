@@ -400,7 +400,7 @@ def test_camera_init_failure_is_retried(firmware):
             break
         time.sleep(0.5)
     assert code == 200
-    assert 'init failed' in dev.console()
+    assert dev.wait_console('init failed')
 
 
 def test_bad_config_is_refused_naming_the_key(firmware):

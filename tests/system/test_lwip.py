@@ -162,7 +162,7 @@ def test_a_listener_that_dies_of_memory_exhaustion_is_restarted_and_reported(fir
     task = wait(lambda: (lambda t: t if t['restarts'] >= 1 else None)(
         dev.status()['tasks']['http-control']), 10, 'the control listener restarted')
     assert 'MemoryError' in task['error'], task
-    assert 'task http-control died: MemoryError' in dev.console()
+    assert dev.wait_console('task http-control died: MemoryError')
     assert dev.board.read('lwip')['nomem_accept_count'] == 0
     code = wait(lambda: served(dev, 'control'), 10, 'control serves again')
     assert code == 200

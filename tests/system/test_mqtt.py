@@ -165,7 +165,7 @@ def test_wrong_credentials_are_named(firmware, broker):
     assert 'broker refused the connection' in s['error'] and not s['connected']
     assert 'password' in s['error']
     assert 'not-the-password' not in json.dumps(dev.status())
-    assert s['error'] in dev.console()
+    assert dev.wait_console(s['error'])
 
 
 def test_motion_turns_the_sensor_on_and_sends_the_photo(firmware, broker, watch):

@@ -203,7 +203,7 @@ def test_a_version_that_never_reports_healthy_is_rolled_back(board, servers, tel
     assert s['version'] == bundle.source_version()
     assert s['update']['rolled_back']['version'] == '9.9.3-broken'
     assert dev.board.boots >= 3
-    assert 'broken build' in dev.console()
+    assert dev.wait_console('broken build')
     assert any('update: 9.9.3-broken rolled back (not healthy within 20 s)' in line for line in s['log'])
     st = json.loads((dev.flash / 'ota.json').read_text())
     assert st['active'] == '' and not st['trial'] and st['reported']
@@ -234,7 +234,7 @@ def test_a_version_that_runs_but_stays_unhealthy_is_rolled_back(board):
     assert code == 200, body
     s = wait_status(dev, lambda s: s['update'].get('rolled_back'), timeout=90)
     assert s['version'] == bundle.source_version()
-    assert 'not healthy after 20 s (task camera makes no progress)' in dev.console()
+    assert dev.wait_console('not healthy after 20 s (task camera makes no progress)')
 
 
 @pytest.mark.timeout(300)

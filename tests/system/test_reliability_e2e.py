@@ -160,7 +160,7 @@ def test_all_gone_deep_sleeps_and_the_wake_says_why(firmware):
     s = next_boot(dev, 2, 'the wake from deep sleep')
     assert s['boot']['reset_cause'] == 'deep sleep wake'
     assert s['boot']['reset_note'] == 'no upstream access point after 2 rounds, 2 s'
-    assert 'boot: reset cause deep sleep wake (no upstream access point' in dev.console()
+    assert dev.wait_console('boot: reset cause deep sleep wake (no upstream access point')
     wait(lambda: wifi(dev)['state'] == 'connected', 15, 'connected after the wake', dev)
 
 
@@ -220,7 +220,7 @@ def test_a_capture_that_blocks_the_vm_is_reset_by_the_watchdog(firmware):
     dev.board.control('camera', fail_capture=0, fail_delay_ms=0)
     s = next_boot(dev, 2, 'the boot after the watchdog reset')
     assert s['boot']['reset_cause'] == 'watchdog'
-    assert 'W boot: reset cause watchdog' in dev.console()
+    assert dev.wait_console('W boot: reset cause watchdog')
     wait(lambda: dev.get('control', '/capture')[0] == 200, 10, 'a capture after the reset', dev)
 
 
