@@ -249,6 +249,19 @@ class Budget:
             self._drop(idle)
         return None
 
+    def free_one(self, listener):
+        """Close the connection idle longest, so that `listener`'s accept finds a socket: with the
+        board's table full of idle connections none could be accepted to evict another. The admin
+        port may take one from the camera ports, never the other way round."""
+        idle = None
+        for c in self.conns:
+            if c[2].reading and (listener.admin or not c[0].admin) and (
+                    idle is None or time.ticks_diff(c[4], idle[4]) < 0):
+                idle = c
+        if idle:
+            self._drop(idle)        # its task, queued first, closes the socket before our retry
+        return idle is not None
+
     def _drop(self, c):
         self.evicted += 1
         self.conns.remove(c)
@@ -307,7 +320,9 @@ class Listener:
             try:
                 s, addr = await aio.accept(self.sock)
             except OSError:
-                await asyncio.sleep_ms(50)  # no socket left for it: the SYN waits in the backlog
+                # No socket left for it (the stack dropped that one): an idle connection gives
+                # its socket up for the next, else the backlog waits
+                await asyncio.sleep_ms(0 if b.free_one(self) else 50)
                 continue
             try:
                 host = aio.host_of(addr)

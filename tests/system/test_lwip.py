@@ -145,6 +145,28 @@ def test_out_of_sockets_the_board_drops_the_connection_and_the_servers_live_on(f
     assert all(t['restarts'] == 0 for t in st['tasks'].values()), st['tasks']
 
 
+def test_with_the_socket_table_full_of_idle_connections_a_new_client_still_gets_in(firmware):
+    """When every socket of the board is held by idle connections (the budget was fitted at
+    boot, then other clients took sockets: here the table shrinks under it), accept fails and
+    the stack drops each newcomer, so no one could ever be accepted to evict an idle one: a real
+    client was refused until the request timeout (30 s here). Now a failed accept makes the idle
+    connection that waited longest give its socket up."""
+    dev = firmware({'http': {'request_timeout_s': 30}})
+    dev.board.control('lwip', max_sockets=10)
+    time.sleep(0.5)                         # the stand-in re-reads its control file every 0.2 s
+    held = []
+    for i in range(12):
+        s = idle_from(dev.ports['control'], '127.0.0.%d' % (10 + i))
+        time.sleep(0.05)
+        s.sendall(b'GET /status HTTP/1.0\r\n')   # a request begun, never finished
+        held.append(s)
+    t0 = time.monotonic()
+    code = wait(lambda: served(dev, 'control'), 10, 'a new client served beside the idle ones')
+    assert code == 200 and time.monotonic() - t0 < 10
+    for s in held:
+        s.close()
+
+
 def test_a_listener_that_dies_of_memory_exhaustion_is_restarted_and_reported(firmware):
     """Issue 17: "never loses a listener or a task to memory exhaustion: a listener or task
     that dies is restarted and reported". The simulator makes accept() raise MemoryError where
