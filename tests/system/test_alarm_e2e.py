@@ -6,33 +6,19 @@ The simulator's scene (docs/simulator.md) is still, or shows a person crossing t
 """
 import io
 import json
-import os
 import re
 import socket
-import sys
 import threading
 import time
 
 import pytest
 from PIL import Image
 from testkit.helpers import MjpegReader
-from testkit.paths import ROOT
-from testkit.peers import CHAT, closed_port, peers, wait  # noqa: F401  (peers is a fixture)
+from testkit.peers import CHAT, alarm, closed_port, frames_after, peers, wait  # noqa: F401  (peers is a fixture)
 
 pytestmark = pytest.mark.timeout(60)
 NAME = 'testcam'
 GAP = 3
-
-
-def alarm(dev):
-    return dev.status()['alarm']
-
-
-def frames_after(dev, n, timeout=20):
-    """Wait until the detector has checked n more frames; return the alarm status then."""
-    start = alarm(dev)['frames_checked']
-    return wait(lambda: (lambda a: a if a['frames_checked'] >= start + n else None)(alarm(dev)),
-                timeout, '%d more frames checked' % n)
 
 
 def jpeg(data):

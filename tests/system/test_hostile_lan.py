@@ -12,19 +12,9 @@ import time
 
 import pytest
 from testkit import helpers
-from testkit.peers import wait
+from testkit.peers import alarm, frames_after, wait
 
 pytestmark = pytest.mark.timeout(90)
-
-
-def alarm(dev):
-    return dev.status()['alarm']
-
-
-def frames_after(dev, n, timeout=20):
-    start = alarm(dev)['frames_checked']
-    return wait(lambda: (lambda a: a if a['frames_checked'] >= start + n else None)(alarm(dev)),
-                timeout, '%d more frames checked' % n)
 
 
 class Flipper(threading.Thread):

@@ -1,19 +1,9 @@
 """alarm.pir: a PIR on GPIO 13 as a second opinion, on the whole firmware with the simulated board
 (the simulator's pins.json drives the input: {"13": 1} = the PIR fires). Every wait polls."""
 import pytest
-from testkit.peers import wait
+from testkit.peers import alarm, frames_after, wait
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def alarm(dev):
-    return dev.status()['alarm']
-
-
-def frames_after(dev, n, timeout=20):
-    start = alarm(dev)['frames_checked']
-    return wait(lambda: (lambda a: a if a['frames_checked'] >= start + n else None)(alarm(dev)),
-                timeout, '%d more frames checked' % n)
 
 
 def test_or_alarms_on_the_pir_alone(firmware):

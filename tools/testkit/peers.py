@@ -41,6 +41,18 @@ def wait(pred, timeout=10.0, what='condition', every=0.1):
         time.sleep(every)
 
 
+
+def alarm(dev):
+    """The firmware's alarm status."""
+    return dev.status()['alarm']
+
+
+def frames_after(dev, n, timeout=20):
+    """Wait until the detector has checked n more frames; return the alarm status then."""
+    start = alarm(dev)['frames_checked']
+    return wait(lambda: (lambda a: a if a['frames_checked'] >= start + n else None)(alarm(dev)),
+                timeout, '%d more frames checked' % n)
+
 def closed_port(kind=socket.SOCK_STREAM):
     """A loopback port nobody listens on (right now)."""
     return free_port(kind)
