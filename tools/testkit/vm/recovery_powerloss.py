@@ -59,30 +59,36 @@ class MemFlash:
         self.dead = False
 
     def _fault(self, buf=None, addr=0):
-        """True when the operation must not reach the flash (power is gone)."""
+        """0 when the operation reaches the flash, 1 when power is gone (silently lost), or
+        -EIO for a transient error. The error is returned, as the block-device protocol says,
+        not raised: an exception would longjmp out of LittleFS mid-operation and leave its
+        open-file list pointing at a freed object (the VM then crashes at random, GC-timed)."""
         self.ops += 1
         if self.dead:
-            return True
+            return 1
         if self.ops == self.eio_at:
-            raise OSError(5)
+            return -5
         if self.ops == self.cut_at:
             self.dead = True
             if buf is not None and self.torn:
                 k = random.randrange(len(buf))
                 _copy(self.data, addr, buf, 0, k)
-            return True
-        return False
+            return 1
+        return 0
 
     def readblocks(self, b, buf, off=0):
         if self.dead:
-            return
+            return 0
         a = b * BS + off
         _copy(buf, 0, self.data, a, len(buf))
+        return 0
 
     def writeblocks(self, b, buf, off=0):
         a = b * BS + off
-        if not self._fault(buf, a):
+        f = self._fault(buf, a)
+        if f == 0:
             _copy(self.data, a, buf, 0, len(buf))
+        return min(f, 0)
 
     def ioctl(self, op, arg):
         if op == 4:
@@ -90,9 +96,10 @@ class MemFlash:
         if op == 5:
             return BS
         if op == 6:
-            if not self._fault():
-                a = arg * BS
-                _fill(self.data, a, BS)
+            f = self._fault()
+            if f == 0:
+                _fill(self.data, arg * BS, BS)
+            return min(f, 0)
         return 0
 
 
