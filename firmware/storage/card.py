@@ -118,7 +118,10 @@ class Card:
             await asyncio.sleep(RETRY_S)
             if self.mounted():
                 try:
-                    self.dev.readblocks(0, block)
+                    # a failed read is answered, not raised: False before 1.29, -EIO from it
+                    r = self.dev.readblocks(0, block)
+                    if r is False or isinstance(r, int) and r < 0:
+                        raise OSError(5)
                 except OSError as e:
                     self.lost(e)
             elif self.state != 'unformatted':

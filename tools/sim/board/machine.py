@@ -386,10 +386,10 @@ class SDCard:
     """The ESP32 port's SD/MMC host as a block device over an image file, $ESP32SIM/sdcard.img
     (FAT-formatted by the test or by the firmware with os.VfsFat.mkfs). Control file
     $ESP32SIM/sdcard.json: "present" (default: the image exists; false = no card / pulled out),
-    "image" (another file name), "fail_writes"/"fail_reads" (N > 0: that many operations fail
-    with EIO, -1: all), "write_kbps" (throughput of the card, 0 = as fast as the PC).
+    "image" (another file name), "fail_writes"/"fail_reads" (N > 0: that many transfers fail,
+    -1: all), "write_kbps" (throughput of the card, 0 = as fast as the PC).
     Like the real driver, the constructor only sets up the host: a missing card shows at the
-    first block operation (EIO) or at ioctl(INIT) (-1)."""
+    first block operation (False) or at ioctl(INIT) (-1)."""
 
     def __init__(self, slot=1, width=1, cd=None, wp=None, sck=None, miso=None, mosi=None,
                  cs=None, freq=20000000):
@@ -401,6 +401,7 @@ class SDCard:
         self._f = None
         self._name = None
         self._blocks = 0
+        self._init = False     # sdcard_ensure_card_init() has succeeded (until DEINIT)
 
     def _card(self):
         d = self._ctl.get()
@@ -435,27 +436,33 @@ class SDCard:
             self._ctl.put(key, n - 1)
         return True
 
-    def readblocks(self, block_num, buf, offset=0):
-        d = self._card()
-        if offset or len(buf) % 512:
-            raise OSError(22)
-        if self._fault(d, "fail_reads") or block_num + len(buf) // 512 > self._blocks:
-            raise OSError(5)
-        self._f.seek(block_num * 512)
-        self._f.readinto(buf)
-        return 0
+    # As machine_sdcard.c in 1.29: a transfer answers 0, or -EIO when it failed; False when
+    # the card cannot even be initialised (VfsFat reads that False as 0). Nothing raises but a
+    # wrong buffer type, and there is no offset argument: the SD host is a plain block device.
+    def readblocks(self, block_num, buf):
+        return self._xfer(block_num, memoryview(buf), "fail_reads", False)
 
-    def writeblocks(self, block_num, buf, offset=0):
-        d = self._card()
-        if offset or len(buf) % 512:
-            raise OSError(22)
-        if self._fault(d, "fail_writes") or block_num + len(buf) // 512 > self._blocks:
-            raise OSError(5)
-        kbps = d.get("write_kbps", 0)
-        if kbps:
-            time.sleep_us(len(buf) * 1000000 // (kbps * 1024))   # the bus and the card's flash
+    def writeblocks(self, block_num, buf):
+        return self._xfer(block_num, memoryview(buf), "fail_writes", True)
+
+    def _xfer(self, block_num, buf, fault, write):
+        try:
+            d = self._card()
+        except OSError:
+            return -5 if self._init else False
+        self._init = True
+        n = len(buf) // 512
+        if self._fault(d, fault) or block_num + n > self._blocks:
+            return -5
+        if write:
+            kbps = d.get("write_kbps", 0)
+            if kbps:
+                time.sleep_us(n * 512 * 1000000 // (kbps * 1024))   # the bus and the card's flash
         self._f.seek(block_num * 512)
-        self._f.write(buf)
+        if write:
+            self._f.write(buf[:n * 512])
+        else:
+            self._f.readinto(buf[:n * 512])
         return 0
 
     def ioctl(self, op, arg):
@@ -464,8 +471,10 @@ class SDCard:
                 self._card()
             except OSError:
                 return -1
+            self._init = True
             return 0
         if op == 2:           # DEINIT
+            self._init = False
             self._close()
             return 0
         if op == 3:           # SYNC
