@@ -259,13 +259,18 @@ class Budget:
                     idle is None or time.ticks_diff(c[4], idle[4]) < 0):
                 idle = c
         if idle:
-            self._drop(idle)        # its task, queued first, closes the socket before our retry
+            self._drop(idle)        # its socket is free for our retry
         return idle is not None
 
     def _drop(self, c):
         self.evicted += 1
         self.conns.remove(c)
         c[3].cancel()
+        if c[2].reading:
+            # an idle one gives its socket back now, not at its task's turn: in a burst the
+            # next accepts would find the board's table full and the stack would drop the
+            # client (a legitimate one among them) before the firmware ever sees it
+            aio.raw(c[2].s).close()
 
     async def reap(self):
         """Close connections whose request is not complete `request_timeout_s` after they
