@@ -6,9 +6,11 @@ A tiny script on the simulated board proves the switch is real (WLAN.ipconfig is
 (micropython-camera-API's class API only from 1.24) and does what a user sees: a snapshot, a
 stream frame, an alarm on motion, /open through a router, the SD card mounted.
 """
+import ast
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 from peers.fake_igd import FakeIGD  # noqa: E402
@@ -156,3 +158,62 @@ def test_the_firmware_works_on_each_version(firmware, tmp_path, version, family)
         assert a['events'][0]['reason'] == 'motion', a
     finally:
         igd.stop()
+
+
+# The stand-ins as the VM sees them under one version, against that version's stubs.
+LIST = r'''
+import json, sys
+out = {}
+for name in sys.argv[1:]:
+    m = __import__(name)
+    for k in dir(m):
+        if k[0] == '_':
+            continue
+        v = getattr(m, k)
+        if type(v) is type(sys):
+            continue        # a module the stand-in imported
+        out[name + '.' + k] = 1
+        if isinstance(v, type):
+            for a in dir(v):
+                if a[0] != '_':
+                    out[name + '.' + k + '.' + a] = 1
+print(json.dumps(sorted(out)))
+'''
+
+
+def stub_names(version, module):
+    """module.name and module.Class.member of the ESP32 stubs of `version`."""
+    d = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'build', 'versions.py'),
+                        'stubs', version], capture_output=True, text=True, check=True).stdout.strip()
+    tree = ast.parse(open(os.path.join(d, module + '.pyi')).read())
+    out = set()
+    for n in tree.body:
+        names = [n.name] if isinstance(n, (ast.FunctionDef, ast.ClassDef)) else \
+            [t.id for t in (n.targets if isinstance(n, ast.Assign) else
+                            [n.target] if isinstance(n, ast.AnnAssign) else [])
+             if isinstance(t, ast.Name)]
+        for name in names:
+            out.add(module + '.' + name)
+        if isinstance(n, ast.ClassDef):
+            for m in n.body:
+                for a in ([m.name] if isinstance(m, ast.FunctionDef) else
+                          [t.id for t in (m.targets if isinstance(m, ast.Assign) else
+                                          [m.target] if isinstance(m, ast.AnnAssign) else [])
+                           if isinstance(t, ast.Name)]):
+                    out.add('%s.%s.%s' % (module, n.name, a))
+    return out
+
+
+@pytest.mark.parametrize('version', sorted(EXPECTED))
+def test_the_network_and_machine_stand_ins_have_only_what_that_version_has(tmp_path, version):
+    """What the firmware could reach of network and machine under SIM_MICROPYTHON=version is in
+    that version's ESP32 stubs (tests/unit/test_api_stubs.py checks the union of all versions)."""
+    (tmp_path / 'list.py').write_text(LIST)
+    e = dict(os.environ, MICROPYPATH=BOARD, ESP32SIM=str(tmp_path / '.sim'),
+             SIM_MICROPYTHON=version)
+    r = subprocess.run([VM, str(tmp_path / 'list.py'), 'network', 'machine'], cwd=str(tmp_path),
+                       env=e, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+    have = set(json.loads(r.stdout))
+    real = stub_names(version, 'network') | stub_names(version, 'machine')
+    assert sorted(have - real) == [], 'not in the %s stubs' % version

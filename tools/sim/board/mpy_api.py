@@ -33,39 +33,9 @@ def problem():
     return None
 
 
-# Built-in modules a release does not have. `import` of a built-in cannot be redirected by a file
-# on the path, so builtins.__import__ refuses them, as the board's VM would.
-_missing = []
-
-
-def _import(name, *args):
-    if name in _missing:
-        raise ImportError("no module named '%s'" % name)
-    return _real_import(name, *args)
-
-
-_real_import = None
-
-
 def install():
     """Make the VM's built-ins look like `version`'s; call before boot.py runs."""
-    global _real_import
-    if version is None or version >= (1, 29):
-        return
-    import board_os
-    import board_vfs
-    import builtins
+    if version is not None and version < (1, 29):
+        import board_older
 
-    if version < (1, 23):
-        _missing.append("vfs")    # extmod/modvfs.c arrived in 1.23; os.mount/os.VfsFat before
-    else:
-        sys.modules["vfs"] = board_vfs
-    sys.modules["os"] = board_os
-    if version < (1, 22):
-        import board_ssl121       # the C `ssl` of 1.21; `tls` (and ssl.py over it) from 1.22
-
-        sys.modules["ssl"] = board_ssl121
-        _missing.append("tls")
-    if _missing:
-        _real_import = builtins.__import__
-        builtins.__import__ = _import
+        board_older.install(version)
