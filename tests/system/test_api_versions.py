@@ -25,8 +25,8 @@ CARD_TOOL = os.path.join(ROOT, 'tools', 'testkit', 'vm', 'sdcard_image.py')
 
 # What the script asks the board: one line of JSON.
 PROBE = r'''
-import json, network, machine
-facts = {}
+import json, network, machine, sys
+facts = {'version': '%d.%d' % sys.implementation.version[:2]}
 w = network.WLAN(network.STA_IF)
 try:
     w.ipconfig('addr4')
@@ -93,7 +93,7 @@ def test_a_script_sees_the_api_set_of_the_chosen_version(tmp_path, version):
     code, out = run_script(flash, {'SIM_MICROPYTHON': version})
     assert code == 0, out
     facts = json.loads(out.split('FACTS ', 1)[1].splitlines()[0])
-    want = dict(EXPECTED[version], os_mount=True, card=['hello.txt'])
+    want = dict(EXPECTED[version], version=version, os_mount=True, card=['hello.txt'])
     assert facts == want, out
 
 

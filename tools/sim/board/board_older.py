@@ -17,6 +17,7 @@ def _import(name, *args):
 
 def install(version):
     import board_os
+    import board_sys
     import board_vfs
     import builtins
 
@@ -25,6 +26,7 @@ def install(version):
     else:
         sys.modules["vfs"] = board_vfs
     sys.modules["os"] = board_os
+    sys.modules["sys"] = board_sys
     if version < (1, 22):
         import board_ssl121       # the C `ssl` of 1.21; `tls` (and ssl.py over it) from 1.22
 
