@@ -53,20 +53,28 @@ m.mount(m.VfsFat(card), '/sd')
 with open('/sd/hello.txt', 'w') as f:
     f.write('hi')
 facts['card'] = sorted(os.listdir('/sd'))
+import time
+w.active(True)
+w.connect('home', 'wrong-password')
+time.sleep_ms(400)                  # the join has failed (connect_delay_ms 100); the driver retries
+facts['status_failing'] = w.status()
+w.disconnect()
+facts['status_after_disconnect'] = w.status()
 print('FACTS ' + json.dumps(facts))
 '''
 
 EXPECTED = {
     '1.21': dict(wlan_ipconfig=False, network_ipconfig=False, IF_STA=False,
                  STAT_CONNECT_FAIL=False, vfs=False, load_verify_locations=False,
-                 readblocks='True'),
+                 readblocks='True', status_failing=1001, status_after_disconnect=8),
     '1.24': dict(wlan_ipconfig=True, network_ipconfig=True, IF_STA=True,
                  STAT_CONNECT_FAIL=False, vfs=True, load_verify_locations=True,
-                 readblocks='True'),
+                 readblocks='True', status_failing=202, status_after_disconnect=1000),
     '1.29': dict(wlan_ipconfig=True, network_ipconfig=True, IF_STA=True,
                  STAT_CONNECT_FAIL=True, vfs=True, load_verify_locations=True,
-                 readblocks='0'),
+                 readblocks='0', status_failing=202, status_after_disconnect=1000),
 }
+AIR = {'aps': [{'ssid': 'home', 'password': 'home-pass-1'}], 'connect_delay_ms': 100}
 
 
 def make_card(sim, size_mb=8):
@@ -89,6 +97,7 @@ def run_script(flash, env):
 def test_a_script_sees_the_api_set_of_the_chosen_version(tmp_path, version):
     flash = tmp_path / 'flash'
     make_card(flash / '.sim')
+    (flash / '.sim' / 'air.json').write_text(json.dumps(AIR))
     (flash / 'main.py').write_text(PROBE)
     code, out = run_script(flash, {'SIM_MICROPYTHON': version})
     assert code == 0, out
@@ -217,3 +226,14 @@ def test_the_network_and_machine_stand_ins_have_only_what_that_version_has(tmp_p
     have = set(json.loads(r.stdout))
     real = stub_names(version, 'network') | stub_names(version, 'machine')
     assert sorted(have - real) == [], 'not in the %s stubs' % version
+
+
+def test_a_build_for_1_29_refuses_to_arm_on_a_1_21_board(firmware, make_build):
+    """The board's own version is what the firmware checks its native modules against: the
+    simulated 1.21 board refuses the 1.29 build's viper modules at boot, as a board does, where
+    the same build arms on 1.29 (tests/system/test_deploy.py)."""
+    make_build()
+    dev = firmware({'alarm': {'detect_fps': 2}}, mpy=True, env={'SIM_MICROPYTHON': '1.21'})
+    code, _, body = dev.admin('arm')
+    assert code == 503 and b'motion detection cannot load on MicroPython 1.21' in body, body
+    assert dev.status()['alarm']['state'] == 'disarmed'
