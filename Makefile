@@ -33,7 +33,7 @@ sim/frames/.stamp: $(VENV)/.stamp tools/sim/scene.py
 
 sim: setup
 	@$(BIN)/python tools/sim/first_config.py $(SIMDIR)
-	$(BIN)/python tools/sim/simulate.py --flash $(SIMDIR)
+	$(BIN)/python tools/sim/simulate.py --flash $(SIMDIR) $(if $(MICROPYTHON),--micropython $(MICROPYTHON))
 
 # Everything (CI): system tests run in parallel workers, each on its own range of ports.
 test: setup

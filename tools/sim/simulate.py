@@ -101,8 +101,12 @@ class Board:
     unless once=True."""
 
     def __init__(self, flash, config=None, heapsize=None, mpy=False, env=None, frames=None,
-                 echo=False, once=False, max_sleep=10.0, log_path=None, argv=None):
+                 echo=False, once=False, max_sleep=10.0, log_path=None, argv=None,
+                 micropython=None):
         self.flash = os.path.abspath(flash)
+        # the MicroPython release whose ESP32 API set the stand-ins expose (None: the
+        # environment's SIM_MICROPYTHON, else 1.29); the VM refuses an unsupported one
+        self.micropython = micropython
         self.config = config
         self.heapsize = heapsize
         self.mpy = mpy
@@ -157,6 +161,8 @@ class Board:
             e["SIMFRAMES"] = os.path.abspath(self.frames)
         # SIM_CAMERA=class (from the environment or env=): power_on.py puts the class-API
         # camera stand-in (tools/sim/board_class) first
+        if self.micropython:
+            e["SIM_MICROPYTHON"] = self.micropython
         e.update(self.extra_env)
         return e
 
@@ -399,12 +405,15 @@ def main(argv=None):
     ap.add_argument("--ntp", type=int, default=12300,
                     help="port of the fake NTP server started beside the board, on 127.0.0.1 "
                          "(config.sim.json's time.servers; 0: none, the clock stays unset)")
+    ap.add_argument("--micropython", default=os.environ.get("SIM_MICROPYTHON", ""),
+                    help="API set of this MicroPython release: 1.21, 1.24 or 1.29 (default: "
+                         "$SIM_MICROPYTHON, else 1.29)")
     a = ap.parse_args(argv)
 
     board = Board(a.flash, config=a.config,
                   heapsize=None if a.heapsize in ("0", "") else a.heapsize,
                   mpy=a.mpy, frames=a.frames, echo=not a.quiet, once=a.once,
-                  max_sleep=a.max_sleep)
+                  max_sleep=a.max_sleep, micropython=a.micropython or None)
     try:
         board.prepare()
     except FileNotFoundError as e:

@@ -4,6 +4,7 @@ import os
 import time
 
 import simstate as _s
+from mpy_api import version as _v   # SIM_MICROPYTHON: this release's API set
 
 # Reset causes, ESP32 port values (ports/esp32/modmachine.c)
 PWRON_RESET = 1
@@ -382,6 +383,10 @@ class RTC:
         RTC._mem[0] = bytes(data)
 
 
+# what a block transfer of machine.SDCard answers: 0/-EIO from 1.29, True/False before
+_DONE, _FAILED = (0, -5) if _v >= (1, 29) else (True, False)
+
+
 class SDCard:
     """The ESP32 port's SD/MMC host as a block device over an image file, $ESP32SIM/sdcard.img
     (FAT-formatted by the test or by the firmware with os.VfsFat.mkfs). Control file
@@ -437,8 +442,10 @@ class SDCard:
         return True
 
     # As machine_sdcard.c in 1.29: a transfer answers 0, or -EIO when it failed; False when
-    # the card cannot even be initialised (VfsFat reads that False as 0). Nothing raises but a
-    # wrong buffer type, and there is no offset argument: the SD host is a plain block device.
+    # the card cannot even be initialised (VfsFat reads that False as 0). Before 1.29 (until
+    # 792304a22d) a transfer answers True or False (SIM_MICROPYTHON; the VfsFat of those releases
+    # is modelled in board_vfs). Nothing raises but a wrong buffer type, and there is no offset
+    # argument: the SD host is a plain block device.
     def readblocks(self, block_num, buf):
         return self._xfer(block_num, memoryview(buf), "fail_reads", False)
 
@@ -449,11 +456,11 @@ class SDCard:
         try:
             d = self._card()
         except OSError:
-            return -5 if self._init else False
+            return _FAILED if self._init else False
         self._init = True
         n = len(buf) // 512
         if self._fault(d, fault) or block_num + n > self._blocks:
-            return -5
+            return _FAILED
         if write:
             kbps = d.get("write_kbps", 0)
             if kbps:
@@ -463,7 +470,7 @@ class SDCard:
             self._f.write(buf[:n * 512])
         else:
             self._f.readinto(buf[:n * 512])
-        return 0
+        return _DONE
 
     def ioctl(self, op, arg):
         if op == 1:           # INIT

@@ -5,6 +5,7 @@
 import time
 
 import simstate as _s
+from mpy_api import version as _v   # SIM_MICROPYTHON: this release's API set
 
 STA_IF = 0
 AP_IF = 1
@@ -24,9 +25,10 @@ AUTH_WPA3_PSK = 6
 AUTH_WPA2_WPA3_PSK = 7
 AUTH_WAPI_PSK = 8
 AUTH_OWE = 9
-AUTH_WPA3_ENT_192 = 10
-AUTH_WPA3_EXT_PSK = 11
-AUTH_WPA3_EXT_PSK_MIXED_MODE = 12
+if _v >= (1, 24):   # built with ESP-IDF 5.2 (1.21: 5.0, without these)
+    AUTH_WPA3_ENT_192 = 10
+    AUTH_WPA3_EXT_PSK = 11
+    AUTH_WPA3_EXT_PSK_MIXED_MODE = 12
 AUTH_MAX = 13
 
 STAT_IDLE = 1000
@@ -36,11 +38,13 @@ STAT_BEACON_TIMEOUT = 200
 STAT_NO_AP_FOUND = 201
 STAT_WRONG_PASSWORD = 202
 STAT_ASSOC_FAIL = 203
-STAT_CONNECT_FAIL = 203
+if _v >= (1, 25):   # beabef5aac, v1.25
+    STAT_CONNECT_FAIL = 203
 STAT_HANDSHAKE_TIMEOUT = 204
-STAT_NO_AP_FOUND_IN_RSSI_THRESHOLD = 211
-STAT_NO_AP_FOUND_IN_AUTHMODE_THRESHOLD = 212
-STAT_NO_AP_FOUND_W_COMPATIBLE_SECURITY = 210
+if _v >= (1, 24):   # ESP-IDF 5.2
+    STAT_NO_AP_FOUND_IN_RSSI_THRESHOLD = 211
+    STAT_NO_AP_FOUND_IN_AUTHMODE_THRESHOLD = 212
+    STAT_NO_AP_FOUND_W_COMPATIBLE_SECURITY = 210
 _ASSOC_LEAVE = 8
 
 _hostname = ["mpy-esp32"]
@@ -102,15 +106,16 @@ def country(code=None):
     _country[0] = code
 
 
-def ipconfig(*args, **kw):
-    if kw:
-        return None
-    if len(args) == 1:
-        if args[0] == "dns":
-            return "127.0.0.1"
-        if args[0] == "prefer":
-            return 4
-    raise ValueError("unexpected key")
+if _v >= (1, 24):   # network.ipconfig() and WLAN.ipconfig() arrived in 1.24; before: ifconfig()
+    def ipconfig(*args, **kw):
+        if kw:
+            return None
+        if len(args) == 1:
+            if args[0] == "dns":
+                return "127.0.0.1"
+            if args[0] == "prefer":
+                return 4
+        raise ValueError("unexpected key")
 
 
 def phy_mode(mode=None):
@@ -140,21 +145,22 @@ def _record():
 
 
 class WLAN:
-    IF_STA = 0
-    IF_AP = 1
     PM_NONE = 0
     PM_PERFORMANCE = 1
     PM_POWERSAVE = 2
-    SEC_OPEN = 0
-    SEC_WEP = 1
-    SEC_WPA = 2
-    SEC_WPA2 = 3
-    SEC_WPA_WPA2 = 4
-    SEC_WPA2_ENT = 5
-    SEC_WPA3 = 6
-    SEC_WPA2_WPA3 = 7
-    SEC_WAPI = 8
-    SEC_OWE = 9
+    if _v >= (1, 24):   # the class constants arrived with ipconfig()
+        IF_STA = 0
+        IF_AP = 1
+        SEC_OPEN = 0
+        SEC_WEP = 1
+        SEC_WPA = 2
+        SEC_WPA2 = 3
+        SEC_WPA_WPA2 = 4
+        SEC_WPA2_ENT = 5
+        SEC_WPA3 = 6
+        SEC_WPA2_WPA3 = 7
+        SEC_WAPI = 8
+        SEC_OWE = 9
 
     def __new__(cls, interface=0):
         if interface not in (0, 1):
@@ -245,6 +251,12 @@ class WLAN:
         if self._connected:
             return STAT_GOT_IP
         r = self._reason
+        if _v < (1, 22):
+            # before d6154925d5 (v1.22) a failing AP reads "connecting" while the driver
+            # retries, and disconnect() leaves the reason (8, ASSOC_LEAVE) as the status
+            if self._requested:
+                return STAT_CONNECTING
+            return STAT_IDLE if r == 0 else r
         if r in (STAT_NO_AP_FOUND, STAT_WRONG_PASSWORD):
             return r
         if r == _ASSOC_LEAVE:
@@ -327,6 +339,8 @@ class WLAN:
             if self._if != 1:
                 raise OSError("AP required")
             n = int(_air_data().get("ap_clients", 0)) if self._active else 0
+            if _v < (1, 29):   # the stations' IP addresses since 2f16bf430a
+                return [(bytes((0x02, 0, 0, 0, 0, i + 2)),) for i in range(n)]
             return [(bytes((0x02, 0, 0, 0, 0, i + 2)), "127.0.0.1") for i in range(n)]
         raise ValueError("unknown status param")
 
@@ -453,7 +467,7 @@ class WLAN:
             return self._connected
         return self._active
 
-    def ipconfig(self, *args, **kw):
+    def _ipconfig(self, *args, **kw):
         if kw:
             for k in kw:
                 if k not in ("addr4", "gw4", "dhcp4", "autoconf6", "addr6"):
@@ -476,6 +490,9 @@ class WLAN:
         if k in ("autoconf6", "has_autoconf6"):
             return False
         raise ValueError("unexpected key")
+
+    if _v >= (1, 24):   # before: ifconfig() only
+        ipconfig = _ipconfig
 
     def ifconfig(self, *args):
         if args:

@@ -9,6 +9,12 @@ import sys
 import time
 
 import simstate as _s
+import mpy_api
+
+# SIM_MICROPYTHON: the API set of that release (docs/simulator.md, "MicroPython versions")
+if mpy_api.problem():
+    print("sim: " + mpy_api.problem())
+    sys.exit(2)
 
 # SIM_CAMERA=class: micropython-camera-API's `camera` (tools/sim/board_class) instead of
 # micropython-camera-driver's beside this script (the VM puts the script's folder first).
@@ -22,6 +28,7 @@ _s.sim_dir()
 import board_time
 
 sys.modules["time"] = board_time
+mpy_api.install()
 
 # firmware thread outcome: [finished, exit code]
 _done = [False, 0]
