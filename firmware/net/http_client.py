@@ -61,10 +61,34 @@ def tls_context(ca_data):
     """A client context that verifies the server against `ca_data` (DER, PEM or a list)."""
     import ssl
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if not hasattr(ctx, 'load_verify_locations'):
+        return _Context121(der_certs(ca_data))
     ctx.verify_mode = ssl.CERT_REQUIRED
     for der in der_certs(ca_data):
         ctx.load_verify_locations(cadata=der)
     return ctx
+
+
+class _Context121:
+    """MicroPython 1.21's SSLContext cannot be given CA certificates (load_verify_locations came
+    in 1.22): there they go with each socket, through ssl.wrap_socket's `cadata`, as one PEM
+    text that mbedTLS reads whole."""
+
+    def __init__(self, ders):
+        import binascii
+        import ssl
+        self.verify_mode = ssl.CERT_REQUIRED
+        pem = []
+        for der in ders:
+            pem.append(b'-----BEGIN CERTIFICATE-----\n')
+            pem.append(binascii.b2a_base64(der))
+            pem.append(b'-----END CERTIFICATE-----\n')
+        self.cadata = b''.join(pem)
+
+    def wrap_socket(self, sock, server_hostname=None, do_handshake_on_connect=True):
+        import ssl
+        return ssl.wrap_socket(sock, server_hostname=server_hostname, cert_reqs=self.verify_mode,
+                               cadata=self.cadata, do_handshake=do_handshake_on_connect)
 
 
 def default_context():

@@ -83,6 +83,10 @@ class Wifi:
             while True:
                 await self._nap(3600)
         self.sta.active(True)
+        # The failover below does the retrying: the driver gives up after one retry, so that
+        # before 1.22, where a failing network reads "connecting" while the driver retries,
+        # its reason (wrong password, not found) shows at once rather than at our timeout.
+        self.sta.config(reconnects=1)
         while True:
             ok = await self._round()
             if ok:

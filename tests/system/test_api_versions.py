@@ -16,7 +16,7 @@ import pytest
 from peers.fake_igd import FakeIGD  # noqa: E402
 from testkit.helpers import MjpegReader
 from testkit.paths import ROOT
-from testkit.peers import alarm, frames_after, wait
+from testkit.peers import alarm, frames_after, peers, wait  # noqa: F401  (peers is a fixture)
 
 pytestmark = pytest.mark.timeout(90)
 VM = os.path.join(ROOT, '.venv', 'bin', 'micropython')
@@ -240,13 +240,13 @@ def test_a_build_for_1_29_refuses_to_arm_on_a_1_21_board(firmware, make_build):
     assert dev.status()['alarm']['state'] == 'disarmed'
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'firmware defect found with SIM_MICROPYTHON=1.21: net/http_client.tls_context() calls '
-    'SSLContext.load_verify_locations(), which MicroPython 1.21 lacks (ssl.wrap_socket(cadata=) '
-    'there), so with Telegram configured the firmware dies at boot with AttributeError; '
-    'drop this mark with the fix'))
-def test_the_firmware_boots_with_telegram_configured_on_1_21(firmware):
-    dev = firmware({'telegram': {'token': '123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw',
-                                 'chat_ids': [42]}},
-                   env={'SIM_MICROPYTHON': '1.21', 'SIM_CAMERA': ''})
+def test_a_photo_reaches_telegram_over_verified_tls_on_1_21(firmware, peers):
+    """1.21's SSLContext has no load_verify_locations (1.22+): the firmware died at boot with
+    Telegram configured. Its CA now goes with each socket (ssl.wrap_socket's cadata), and the
+    fake Bot API's certificate is still verified against it."""
+    tg = peers.telegram()
+    dev = firmware(peers.config(telegram=tg), env={'SIM_MICROPYTHON': '1.21', 'SIM_CAMERA': ''})
     assert dev.status()['telegram']['configured'] is True
+    assert dev.admin('photo')[0] == 200
+    assert tg.wait(lambda: tg.photos, 30), dev.board.console()[-2000:]
+    assert tg.photos[0]['jpeg'][:2] == b'\xff\xd8'
