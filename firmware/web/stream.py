@@ -57,6 +57,7 @@ class Viewer:
         self.task = None
         self.progress = time.ticks_ms()
         self.sending = False
+        self.poll = aio.room_poll(stream)
         self.sent = 0
         self.closed = False
 
@@ -89,6 +90,11 @@ class Viewer:
     async def _send_next(self):
         cam = self.cam
         self.seq = await cam.next_frame(self.seq)
+        if await aio.room(self.stream, self.poll):
+            # A frame is started only once the socket has sent most of the last one; when the
+            # reader has not made that room yet, the frame is picked once it has: the one
+            # picked before would be sent behind all the reader has yet to read.
+            self.seq = await cam.next_frame(cam.seq - 1)
         frame = cam.frame
         self.progress = time.ticks_ms()
         self.sending = True
