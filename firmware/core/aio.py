@@ -54,22 +54,20 @@ async def send_all(stream, buf):
 
 
 def room_poll(stream):
-    """A poller for `room`, made once per connection (not per frame)."""
+    """A poller for `has_room`, made once per connection (not per frame)."""
     import select
     p = select.poll()
     p.register(stream.s, select.POLLOUT)
     return p
 
 
-async def room(stream, poller):
-    """Return once the stream's socket has room by the poller's measure (half or more of its
-    send buffer free, on lwIP as on Linux: what it held has gone out). False at once, without a
-    round of the scheduler, if it has room now; True if it had to wait. ipoll reuses its result
-    tuple: nothing is allocated."""
+def has_room(poller):
+    """True when the socket has room by the poller's measure: at least half of its send buffer
+    free (lwIP's TCP_SNDLOWAT; Linux: a third), what it held has gone out. Asked without a round
+    of the scheduler; ipoll reuses its result tuple, so nothing is allocated."""
     for _ in poller.ipoll(0):
-        return False
-    yield asyncio.core._io_queue.queue_write(stream.s)
-    return True
+        return True
+    return False
 
 
 def on_bad_request(fn):

@@ -90,14 +90,15 @@ class Viewer:
     async def _send_next(self):
         cam = self.cam
         self.seq = await cam.next_frame(self.seq)
-        if await aio.room(self.stream, self.poll):
+        self.progress = time.ticks_ms()
+        self.sending = True             # from here a reader that takes nothing is reaped
+        if not aio.has_room(self.poll):
             # A frame is started only once the socket has sent most of the last one; when the
             # reader has not made that room yet, the frame is picked once it has: the one
             # picked before would be sent behind all the reader has yet to read.
+            await aio.writable(self.stream.s)
             self.seq = await cam.next_frame(cam.seq - 1)
         frame = cam.frame
-        self.progress = time.ticks_ms()
-        self.sending = True
         await aio.send_all(self.stream, self.headers.get(self.seq))
         await aio.send_all(self.stream, frame)
         self.sending = False
