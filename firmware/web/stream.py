@@ -96,7 +96,7 @@ class Viewer:
             # A frame is started only once the socket has sent most of the last one; when the
             # reader has not made that room yet, the frame is picked once it has: the one
             # picked before would be sent behind all the reader has yet to read.
-            await aio.writable(self.stream.s)
+            await aio.writable(aio.raw(self.stream))
             self.seq = await cam.next_frame(cam.seq - 1)
         frame = cam.frame
         await aio.send_all(self.stream, self.headers.get(self.seq))
