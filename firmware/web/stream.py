@@ -1,8 +1,9 @@
 """Port 81: the MJPEG stream, in CameraWebServer's and mjpg-streamer's dialects.
 
 Every viewer is fed the camera service's shared frame. A viewer sends the newest frame each time
-its socket has taken the previous one, so a slow viewer skips frames instead of stalling the others
-or queueing them. Frames are written straight from the camera's buffer through a memoryview: no
+its socket has sent most of the previous one (picked then, so a slow reader's own receive buffer
+does not fill with the camera's frames back to back), so a slow viewer skips frames instead of
+stalling the others or queueing them. Frames are written straight from the camera's buffer through a memoryview: no
 viewer ever copies a frame (asyncio's Stream.write would copy the unsent remainder of each one).
 A viewer that makes no progress for `STALL_MS` is dropped, and whatever error a disconnect raises,
 the viewer's slot and socket are freed.
