@@ -12,7 +12,7 @@ import time
 
 import pytest
 from testkit.helpers import get_from
-from testkit.lag import slow_viewer_ages
+from testkit.lag import FullSpeed, Slow, slow_viewer_ages, stamp
 from testkit.peers import wait
 
 pytestmark = pytest.mark.timeout(120)
@@ -21,8 +21,10 @@ pytestmark = pytest.mark.timeout(120)
 def test_a_5_fps_viewer_sees_frames_less_than_a_second_old(firmware):
     """Issue 13: on the PC's loopback a viewer reading at 5 fps fell 10-16 s behind (Linux grew
     the VM's send buffer to megabytes). With lwIP's 5760-byte send buffer the firmware sees the
-    viewer's socket full within a frame, skips frames for it, and what the viewer gets is at
-    most its own receive buffer behind. VGA (31 KB frames) at 25 fps, beside a full-speed
+    viewer's socket full within a frame and skips frames for it. And a frame is started only
+    once the socket has room, picked then: written as soon as the last one went into the send
+    buffer, the frames filled the reader's receive buffer (128 KB: four VGA frames) and a
+    5 fps reader saw them up to 1.2 s old. VGA (31 KB frames) at 25 fps, beside a full-speed
     viewer; the first 3 s (the buffers filling) are left out."""
     dev = firmware({'camera': {'framesize': 'VGA'}})
     ages, rcvbuf, fast = slow_viewer_ages(dev.ports['stream'], 5, 13)
@@ -33,6 +35,36 @@ def test_a_5_fps_viewer_sees_frames_less_than_a_second_old(firmware):
                                            sum(steady) / len(steady), fast.frames))
     assert max(steady) < 1.0, ['%.2f' % a for a in ages]
     assert dev.status()['tasks']['http-stream']['restarts'] == 0
+
+
+def test_a_5_fps_viewer_is_sent_recent_frames_not_the_cameras_back_to_back(firmware):
+    """A slow reader is not sent the camera's frames back to back: each frame is picked when its
+    socket has room, so the frames it takes were captured several camera periods apart, the
+    frames in between skipped. Written as soon as the last one was in the send buffer, most of
+    them were consecutive (0.04 s apart at 25 fps) and queued in the reader's receive buffer,
+    each read 0.2 s after the last and so 0.16 s older than the last."""
+    dev = firmware({'camera': {'framesize': 'VGA'}})
+    fast = FullSpeed(dev.ports['stream'])
+    fast.start()
+    wait(lambda: fast.frames >= 10, 20, 'the full-speed viewer streams')
+    slow = Slow(dev.ports['stream'], 5)
+    try:
+        slow.ages(3, lambda: 0)                 # the buffers filling
+        stamps = []
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 6:
+            stamps.append(stamp(slow.frame()[0]))
+            time.sleep(max(0, t0 + len(stamps) / 5.0 - time.monotonic()))
+    finally:
+        slow.close()
+        fast.stop.set()
+        fast.join(10)
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    assert len(gaps) >= 20, gaps
+    # one camera period apart: consecutive frames (measured: 16 of 29 when written back to
+    # back, none since)
+    assert sum(1 for g in gaps if g < 0.06) <= len(gaps) // 4, ['%.2f' % g for g in gaps]
+    assert fast.frames > 5 * len(stamps), (fast.frames, len(stamps))
 
 
 # --- the board's socket count --------------------------------------------------------------------
