@@ -104,9 +104,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--port', default='/dev/ttyUSB0')
     ap.add_argument('--build', default='build/esp32')
+    ap.add_argument('--config', default='config.json', help='the config.json to copy')
     ap.add_argument('--dry-run', action='store_true')
     a = ap.parse_args()
-    config = 'config.json'
+    config = a.config
     if not os.path.exists(os.path.join(ROOT, config)):
         print('note: no config.json here; copy config.example.json to config.json and edit it '
               '(the board keeps its current config.json)', file=sys.stderr)

