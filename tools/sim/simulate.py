@@ -526,7 +526,7 @@ def main(argv=None):
                     help="no serial port (by default the board's REPL is on a pty for mpremote)")
     ap.add_argument("--from-flash", action="store_true",
                     help="run boot.py, main.py, firmware/ and lib/ from the flash dir, as a board "
-                         "does (what `make deploy MARCH=x64 PORT=<the sim's port>` copies there)")
+                         "does (what tools/build/deploy.py --build build/x64 copies there)")
     ap.add_argument("--ntp", type=int, default=12300,
                     help="port of the fake NTP server started beside the board, on 127.0.0.1 "
                          "(config.sim.json's time.servers; 0: none, the clock stays unset)")
@@ -564,8 +564,8 @@ def main(argv=None):
                                preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     board.start()
     if board.repl_path:
-        print("sim: serial port %s (the REPL): mpremote connect %s repl; "
-              "make deploy PORT=%s MARCH=x64" % ((board.repl_path,) * 3), flush=True)
+        print("sim: serial port %s (the board's REPL): mpremote connect %s, make deploy PORT=%s"
+              % ((board.repl_path,) * 3), flush=True)
     try:
         while board.running:
             time.sleep(0.2)
