@@ -16,7 +16,7 @@ import threading
 import time
 
 import pytest
-from sim.simulate import HARD_RESET, SIM, WDT_RESET
+from sim.simulate import HARD_RESET, SIM, SOFT_RESET, WDT_RESET
 from testkit.paths import ROOT
 
 MPREMOTE = os.path.join(os.path.dirname(sys.executable), 'mpremote')
@@ -220,3 +220,102 @@ def test_a_copy_in_several_sessions_without_maintenance_is_cut_by_the_watchdog(b
     assert WDT_RESET in dev.board.causes[boots:], dev.console()[-3000:]
     assert 'sim: watchdog timeout (2000 ms) - reset' in dev.console()
     assert args != sessions[0], 'reset while removing, before the copy began'
+
+
+# --- the REPL protocol itself, on a board running a tiny main.py -------------------------------
+MAIN = """import machine, time
+print('main: running')
+wdt = machine.WDT(timeout=60000)
+while True:
+    wdt.feed()
+    time.sleep_ms(50)
+"""
+
+
+class Port:
+    """The board's serial port, read and written as a terminal program would."""
+
+    def __init__(self, path):
+        self.fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        self.seen = b''
+
+    def send(self, data):
+        os.write(self.fd, data)
+
+    def until(self, text, timeout=10):
+        """What the board sent up to and including `text` (AssertionError after timeout)."""
+        end = time.monotonic() + timeout
+        while text not in self.seen:
+            assert time.monotonic() < end, 'no %r in %r' % (text, self.seen[-300:])
+            try:
+                self.seen += os.read(self.fd, 4096)
+            except BlockingIOError:
+                time.sleep(0.01)
+        i = self.seen.index(text) + len(text)
+        out, self.seen = self.seen[:i], self.seen[i:]
+        return out
+
+    def close(self):
+        os.close(self.fd)
+
+
+def test_the_repl_protocol_on_the_simulated_serial_port(firmware, tmp_path):
+    flash = tmp_path / 'flash'
+    flash.mkdir()
+    (flash / 'main.py').write_text(MAIN)
+    dev = firmware({}, env={'MICROPYPATH': SIM + ':.:.frozen', 'SIM_REPL': '1'}, ready=False)
+    assert dev.wait_console('main: running')
+    port = Port(dev.board.repl_path)
+    try:
+        # Ctrl-C interrupts main.py: its traceback, then the friendly REPL
+        port.send(b'\x03')
+        out = port.until(b'>>> ')
+        assert b'KeyboardInterrupt: \r\n' in out and b'File "./main.py"' in out, out
+        assert b'Type "help()" for more information.\r\n' in out
+        assert dev.board.interrupts == 1
+        port.send(b'1+2\r')
+        assert port.until(b'>>> ') == b'1+2\r\n3\r\n>>> '
+        port.send(b'for i in range(2):\r print(i)\r\r')
+        assert port.until(b'>>> ').endswith(b'0\r\n1\r\n>>> ')
+        # raw REPL: OK, output, EOF, error, EOF, prompt; the namespace stays between commands
+        port.send(b'\x01')
+        assert port.until(b'>').endswith(b'\r\nraw REPL; CTRL-B to exit\r\n>')
+        port.send(b'x = 6 * 7\x04')
+        assert port.until(b'\x04>') == b'OK\x04\x04>'
+        port.send(b'print(x)\x04')
+        assert port.until(b'\x04>') == b'OK42\r\n\x04\x04>'
+        port.send(b'1/0\x04')
+        out = port.until(b'\x04>')
+        assert out.startswith(b'OK\x04Traceback') and b'ZeroDivisionError' in out, out
+        # Ctrl-C interrupts a command
+        port.send(b'while True: pass\x04')
+        port.until(b'OK')
+        port.send(b'\x03')
+        out = port.until(b'\x04>')
+        assert out.startswith(b'\x04Traceback') and b'KeyboardInterrupt' in out, out
+        # raw-paste: the window, an ack per window consumed, the end acknowledged
+        port.send(b'\x05A\x01')
+        assert port.until(b'R\x01\x80\x00\x01', 5) == b'R\x01\x80\x00\x01'
+        code = b'y = "' + b'a' * 300 + b'"\nprint(len(y), x)\n'
+        port.send(code[:256])
+        port.until(b'\x01')            # one window of 128 consumed
+        port.send(code[256:] + b'\x04')
+        assert port.until(b'\x04>') == b'\x01\x04300 42\r\n\x04\x04>'
+        # Ctrl-D on an empty line: a soft reset into a fresh VM that stays in the raw REPL
+        # (boot.py runs, main.py does not), its watchdog still running
+        boots = dev.board.boots
+        port.send(b'\x04')
+        assert port.until(b'\r\n>') == b'OK\r\nMPY: soft reboot\r\nraw REPL; CTRL-B to exit\r\n>'
+        assert dev.board.causes[boots:] == [SOFT_RESET]
+        port.send(b'import machine; print("x" in globals(), machine.reset_cause())\x04')
+        assert port.until(b'\x04>') == b'OKFalse 5\r\n\x04\x04>'
+        assert dev.console().count('main: running') == 1
+        port.send(b'\x02')
+        assert port.until(b'>>> ').endswith(b'Type "help()" for more information.\r\n>>> ')
+        # machine.reset() from the REPL resets the board: main.py runs again
+        port.send(b'machine.reset()\r')
+        assert dev.board.wait_boots(boots + 2, 10)
+        assert dev.board.causes[-1] == HARD_RESET
+        assert dev.board.wait_for(lambda b: b.console().count('main: running') == 2, 10)
+    finally:
+        port.close()
