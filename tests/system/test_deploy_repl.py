@@ -77,7 +77,7 @@ def changed_build(tmp_path, version='1.29'):
                     '-s', 'firmware/version.py', '-o', str(out / 'firmware' / 'version.mpy'), str(src)],
                    check=True, capture_output=True)
     # a file the board did not have, large enough that the copy outlasts the watchdog's timeout
-    (out / 'firmware' / 'deployed.bin').write_bytes(os.urandom(128 * 1024))
+    (out / 'firmware' / 'deployed.bin').write_bytes(os.urandom(256 * 1024))
     (out / 'micropython.txt').write_text(version + '\n')
     return out, "1.0.0+deployed-%d" % os.getpid()
 
