@@ -163,6 +163,7 @@ def test_deploy_over_the_simulated_serial_port_with_the_watchdog_running(board, 
     assert same_tree(BUILD + '/firmware', str(dev.flash / 'firmware')) == []
     # mpremote interrupted the firmware: the watchdog, still running, brings it back
     back_up(dev, boots)
+    assert dev.board.wait_for(lambda b: b.console().count('watchdog: on') == 2, 10)
 
     build, version = changed_build(tmp_path / 'right')
     boots = len(dev.board.causes)
@@ -195,7 +196,7 @@ def test_a_copy_in_several_sessions_without_maintenance_is_cut_by_the_watchdog(b
     """What the maintenance boot prevents: each mpremote session interrupts the firmware and
     soft-resets the board, the watchdog the firmware started keeps running and nothing feeds it,
     so a copy longer than its timeout is cut by a watchdog reset (issue 13)."""
-    dev = board(2)
+    dev = board(3)
     build, _ = changed_build(tmp_path)
     sessions = [['exec', REMOVE],           # the old firmware goes first, as deploy does
                 ['fs', 'cp', '-r', str(build / 'firmware'), ':'],
@@ -218,7 +219,7 @@ def test_a_copy_in_several_sessions_without_maintenance_is_cut_by_the_watchdog(b
     # the board was reset by its watchdog in the middle of the copy (in a session or between two:
     # either way it rebooted into a half-written firmware)
     assert WDT_RESET in dev.board.causes[boots:], dev.console()[-3000:]
-    assert 'sim: watchdog timeout (2000 ms) - reset' in dev.console()
+    assert 'sim: watchdog timeout (3000 ms) - reset' in dev.console()
     assert args != sessions[0], 'reset while removing, before the copy began'
 
 

@@ -226,6 +226,7 @@ class Board:
                 # the UART's receive line: the VM polls it and takes what came (non-blocking)
                 stdin, rx = os.pipe()
                 os.set_blocking(stdin, False)
+                os.set_blocking(rx, False)  # a VM that stops reading loses bytes, never blocks us
                 # the board line: the VM asks for a Ctrl-C interrupt or a reset on it (repl.py)
                 line_r, line_w = os.pipe()
                 env["ESP32SIM_REPL"] = str(line_w)
@@ -295,11 +296,13 @@ class Board:
         os.set_blocking(master, False)
         self._pty = (master, slave)  # the runner keeps the slave open: reads never see EOF
         self.repl_path = os.ttyname(slave)
-        threading.Thread(target=self._uart_rx, args=(master,), daemon=True).start()
+        self._rx_thread = threading.Thread(target=self._uart_rx, args=(master,), daemon=True)
+        self._rx_thread.start()
 
     def _close_port(self):
         pty, self._pty = self._pty, None
         if pty:
+            self._rx_thread.join(2)  # it must not read a descriptor number reused after close
             for fd in pty:
                 try:
                     os.close(fd)
