@@ -13,7 +13,8 @@ If step 3 is cut (cable, power), the flag stays: the board boots to maintenance 
 `make deploy` can simply be rerun.
 
 `--dry-run` prints the mpremote commands instead of running them (what `make deploy DRY_RUN=1`
-shows). config.json is the one next to the Makefile: copy config.example.json and edit it first.
+shows). config.json is the one next to the Makefile: copy config.example.json and edit it first
+(`--config FILE`: another one; the simulator's tests pass the board's own).
 """
 import argparse
 import os
