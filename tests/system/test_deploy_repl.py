@@ -6,7 +6,6 @@ The board runs the compiled tree from its flash (build/x64, as deploy lays build
 board), so what mpremote copies is what boots next.
 """
 import filecmp
-import json
 import os
 import shutil
 import signal
