@@ -3,7 +3,8 @@
 Three short steps, so that the firmware's hardware watchdog (30 s, it survives mpremote's
 interrupt and soft reset) cannot cut a copy:
 1. read the board's MicroPython version (`sys.implementation`) and refuse a build for another
-   version (the native modules would not load: tools/build/versions.py);
+   version (the native modules would not load: tools/build/versions.py), resetting the board
+   back into its firmware (mpremote interrupted it);
 2. write the flag file `maintenance` and reset the board: main.py then starts no watchdog and no
    servers and hands the board to the REPL (the reset stops a running watchdog);
 3. ONE mpremote session: remove the old firmware/ and lib/ (files of an older layout go with
@@ -121,6 +122,9 @@ def main():
     else:
         why = check_version(run(cmd, capture=True), built)
         if why:
+            # asking interrupted the firmware: start it again (without a watchdog the board
+            # would sit at the REPL)
+            run(['mpremote', 'connect', a.port, 'reset'])
             sys.exit('deploy refused: ' + why)
         print('deploy: the board runs MicroPython %s, as the build' % built)
     for cmd in commands(a.port, a.build, config):
