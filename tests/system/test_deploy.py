@@ -143,7 +143,8 @@ def test_deploy_refuses_a_build_for_another_version(tmp_path, make_build):
     assert r.returncode != 0
     assert 'the board runs MicroPython 1.29 but the build is for 1.21' in r.stderr, r.stderr
     assert 'make deploy MICROPYTHON=1.29' in r.stderr
-    assert len(sessions(log)) == 1, 'nothing may be copied to a mismatched board'
+    # nothing is copied to a mismatched board; it is reset back into its firmware
+    assert sessions(log)[1:] == ['connect /dev/ttyUSB7 reset'], sessions(log)
 
 
 def test_deploy_refuses_an_unsupported_board(tmp_path, make_build):

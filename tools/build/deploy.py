@@ -3,7 +3,8 @@
 Three short steps, so that the firmware's hardware watchdog (30 s, it survives mpremote's
 interrupt and soft reset) cannot cut a copy:
 1. read the board's MicroPython version (`sys.implementation`) and refuse a build for another
-   version (the native modules would not load: tools/build/versions.py);
+   version (the native modules would not load: tools/build/versions.py), resetting the board
+   back into its firmware (mpremote interrupted it);
 2. write the flag file `maintenance` and reset the board: main.py then starts no watchdog and no
    servers and hands the board to the REPL (the reset stops a running watchdog);
 3. ONE mpremote session: remove the old firmware/ and lib/ (files of an older layout go with
@@ -13,7 +14,8 @@ If step 3 is cut (cable, power), the flag stays: the board boots to maintenance 
 `make deploy` can simply be rerun.
 
 `--dry-run` prints the mpremote commands instead of running them (what `make deploy DRY_RUN=1`
-shows). config.json is the one next to the Makefile: copy config.example.json and edit it first.
+shows). config.json is the one next to the Makefile: copy config.example.json and edit it first
+(`--config FILE`: another one; the simulator's tests pass the board's own).
 """
 import argparse
 import os
@@ -104,9 +106,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--port', default='/dev/ttyUSB0')
     ap.add_argument('--build', default='build/esp32')
+    ap.add_argument('--config', default='config.json', help='the config.json to copy')
     ap.add_argument('--dry-run', action='store_true')
     a = ap.parse_args()
-    config = 'config.json'
+    config = a.config
     if not os.path.exists(os.path.join(ROOT, config)):
         print('note: no config.json here; copy config.example.json to config.json and edit it '
               '(the board keeps its current config.json)', file=sys.stderr)
@@ -119,6 +122,9 @@ def main():
     else:
         why = check_version(run(cmd, capture=True), built)
         if why:
+            # asking interrupted the firmware: start it again (without a watchdog the board
+            # would sit at the REPL)
+            run(['mpremote', 'connect', a.port, 'reset'])
             sys.exit('deploy refused: ' + why)
         print('deploy: the board runs MicroPython %s, as the build' % built)
     for cmd in commands(a.port, a.build, config):

@@ -2,19 +2,22 @@
 """Run the firmware on the MicroPython unix VM as a simulated ESP32-CAM board.
 
     python tools/sim/simulate.py --flash DIR [--config FILE] [--heapsize 256K] [--frames DIR]
-                             [--mpy] [--once] [--max-sleep S] [--quiet]
+                             [--mpy] [--once] [--max-sleep S] [--quiet] [--no-repl] [--from-flash]
 
 The flash directory is the board's filesystem root and the VM's cwd; its `.sim/`
 subdirectory holds the simulator's control files (docs/simulator.md). The VM runs
 tools/sim/board/power_on.py, which imports boot then main. On exit code 20 (machine.reset), 22
 (watchdog) or 23 (soft_reset) the board restarts at once; on 21 (deepsleep) after the
 recorded sleep (capped by --max-sleep); on 0 or anything else it stops. Ctrl-C stops it.
+The board's serial port, with MicroPython's REPL on it, is a pty (its path is printed) that
+mpremote connects to (tools/sim/board/repl.py).
 
 Importable: `Board` (a test fixture), `write_control()`, `read_control()`.
 """
 import argparse
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -22,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+import tty
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SIM = os.path.join(REPO, "tools", "sim", "board")
@@ -102,7 +106,7 @@ class Board:
 
     def __init__(self, flash, config=None, heapsize=None, mpy=False, env=None, frames=None,
                  echo=False, once=False, max_sleep=10.0, log_path=None, argv=None,
-                 micropython=None):
+                 micropython=None, repl=None):
         self.flash = os.path.abspath(flash)
         # the MicroPython release whose ESP32 API set the stand-ins expose (None: the
         # environment's SIM_MICROPYTHON, else 1.29); the VM refuses an unsupported one
@@ -131,6 +135,14 @@ class Board:
         self._log = None
         self._forced = None
         self.on_ready = None  # callback(board) when ports open after a boot (CLI prints)
+        # The board's serial port (its UART with the REPL) as a pty: repl=True, or SIM_REPL in
+        # env. repl_path is what mpremote connects to; it stays the same through resets.
+        self.repl = bool(self.extra_env.get("SIM_REPL")) if repl is None else bool(repl)
+        self.repl_path = None
+        self.interrupts = 0  # Ctrl-Cs that interrupted running code (KeyboardInterrupt)
+        self._pty = None
+        self._tx_lost = False
+        self._tx_cr = False
 
     # -- setup ---------------------------------------------------------------------------
     def prepare(self):
@@ -180,6 +192,8 @@ class Board:
         self._next_cause = PWRON_RESET
         self._remove_cause_file()
         self._log = open(self.log_path, "ab", buffering=0)
+        if self.repl and self._pty is None:
+            self._open_port()
         self._thread = threading.Thread(target=self._loop, name="board", daemon=True)
         self._thread.start()
         return self
@@ -213,23 +227,52 @@ class Board:
                 self.causes.append(self._next_cause)
                 self._cond.notify_all()
             self._emit(b"--- sim: boot %d (reset cause %d) ---\n" % (self.boots, self._next_cause))
-            proc = subprocess.Popen(self.command(), cwd=self.flash, env=env,
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, start_new_session=True,
+            stdin = subprocess.DEVNULL
+            if self.repl:
+                # the UART's receive line: the VM polls it and takes what came (non-blocking)
+                stdin, rx = os.pipe()
+                os.set_blocking(stdin, False)
+                os.set_blocking(rx, False)  # a VM that stops reading loses bytes, never blocks us
+                # the board line: the VM asks for a Ctrl-C interrupt or a reset on it (repl.py)
+                line_r, line_w = os.pipe()
+                env["ESP32SIM_REPL"] = str(line_w)
+            proc = subprocess.Popen(self.command(), cwd=self.flash, env=env, stdin=stdin,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    start_new_session=True, bufsize=0,
+                                    pass_fds=(line_w,) if self.repl else (),
                                     preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+            proc.sim_exit = None
+            proc.uart_rx = None
+            if self.repl:
+                os.close(stdin)
+                os.close(line_w)
+                proc.uart_rx = rx
+                threading.Thread(target=self._board_line, args=(proc, line_r), daemon=True).start()
             with self._lock:
                 self.proc = proc
             if self.on_ready:
                 threading.Thread(target=self._watch_ready, args=(proc,), daemon=True).start()
-            for line in iter(proc.stdout.readline, b""):
-                self._emit(line)
+            out = proc.stdout.fileno()
+            while True:
+                data = os.read(out, 65536)
+                if not data:
+                    break
+                self._emit(data)
+                if self.repl:
+                    self._uart_tx(data)
             code = proc.wait()
             proc.stdout.close()
+            if proc.uart_rx is not None:
+                with self._lock:
+                    rx, proc.uart_rx = proc.uart_rx, None
+                os.close(rx)
             rec = read_control(self.sim_dir, "reset_cause", None) or {}
             forced, self._forced = self._forced, None
             if forced:
                 rec = {"cause": forced}
                 code = EXIT_RESET
+            elif proc.sim_exit is not None:
+                code = proc.sim_exit  # a reset the VM asked for on the board line
             elif code < 0 and rec.get("exit_code") == EXIT_WDT:
                 code = EXIT_WDT  # killed by the fallback watchdog thread
             with self._cond:
@@ -251,6 +294,91 @@ class Board:
             self.proc = None
         with self._cond:
             self._cond.notify_all()
+
+    # -- the serial port ---------------------------------------------------------------------
+    def _open_port(self):
+        master, slave = os.openpty()
+        tty.setraw(slave)  # no echo, no line editing: bytes pass as on a UART
+        os.set_blocking(master, False)
+        self._pty = (master, slave)  # the runner keeps the slave open: reads never see EOF
+        self.repl_path = os.ttyname(slave)
+        self._rx_thread = threading.Thread(target=self._uart_rx, args=(master,), daemon=True)
+        self._rx_thread.start()
+
+    def _close_port(self):
+        pty, self._pty = self._pty, None
+        if pty:
+            self._rx_thread.join(2)  # it must not read a descriptor number reused after close
+            for fd in pty:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+    def _uart_rx(self, master):
+        # bytes from mpremote to the VM's stdin; while the board resets they are lost
+        while self._pty and self._pty[0] == master:
+            try:
+                if not select.select([master], [], [], 0.2)[0]:
+                    continue
+                data = os.read(master, 4096)
+            except OSError:
+                time.sleep(0.05)
+                continue
+            with self._lock:
+                p = self.proc
+                rx = p.uart_rx if p else None
+                if rx is not None:
+                    try:
+                        os.write(rx, data)
+                    except OSError:
+                        pass
+
+    def _uart_tx(self, data):
+        # The board's stdout ends lines with \r\n (mp_hal_stdout_tx_strn_cooked); the VM's with \n
+        if self._tx_cr and data.startswith(b"\n"):
+            head, data = b"\n", data[1:]
+        else:
+            head = b""
+        self._tx_cr = data.endswith(b"\r")
+        data = head + data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        pty = self._pty
+        if not pty:
+            return
+        while data:
+            try:
+                n = os.write(pty[0], data)
+                data = data[n:]
+                self._tx_lost = False
+            except BlockingIOError:
+                # nobody reads the port: what the board sends meanwhile is lost, as on a UART
+                if not select.select([], [pty[0]], [], 0 if self._tx_lost else 0.5)[1]:
+                    self._tx_lost = True
+                    return
+            except OSError:
+                return
+
+    def _board_line(self, proc, fd):
+        with os.fdopen(fd, "rb", buffering=0) as line:
+            while True:
+                b = line.read(1)
+                if not b:
+                    return
+                if b == b"\x03":  # Ctrl-C while code runs: KeyboardInterrupt in the VM's main thread
+                    self.interrupts += 1
+                    self._signal(proc, signal.SIGINT)
+                elif b == b"R":  # a reset: the VM ends at once, with this exit code
+                    code = line.read(1)
+                    proc.sim_exit = code[0] if code else EXIT_RESET
+                    self._signal(proc, signal.SIGKILL)
+
+    @staticmethod
+    def _signal(proc, sig):
+        try:
+            if proc.poll() is None:
+                proc.send_signal(sig)
+        except OSError:
+            pass
 
     def _watch_ready(self, proc):
         ports = config_ports(self.flash)
@@ -296,6 +424,7 @@ class Board:
         if self._log:
             self._log.close()
             self._log = None
+        self._close_port()
         return self.last_exit_code
 
     def hard_reset(self):
@@ -402,6 +531,11 @@ def main(argv=None):
     ap.add_argument("--max-sleep", type=float, default=10.0,
                     help="cap of a deep sleep in seconds (default 10)")
     ap.add_argument("--quiet", action="store_true", help="do not echo the console")
+    ap.add_argument("--no-repl", action="store_true",
+                    help="no serial port (by default the board's REPL is on a pty for mpremote)")
+    ap.add_argument("--from-flash", action="store_true",
+                    help="run boot.py, main.py, firmware/ and lib/ from the flash dir, as a board "
+                         "does (what tools/build/deploy.py --build build/x64 copies there)")
     ap.add_argument("--ntp", type=int, default=12300,
                     help="port of the fake NTP server started beside the board, on 127.0.0.1 "
                          "(config.sim.json's time.servers; 0: none, the clock stays unset)")
@@ -413,7 +547,8 @@ def main(argv=None):
     board = Board(a.flash, config=a.config,
                   heapsize=None if a.heapsize in ("0", "") else a.heapsize,
                   mpy=a.mpy, frames=a.frames, echo=not a.quiet, once=a.once,
-                  max_sleep=a.max_sleep, micropython=a.micropython or None)
+                  max_sleep=a.max_sleep, micropython=a.micropython or None, repl=not a.no_repl,
+                  env={"MICROPYPATH": SIM + ":.:.frozen:lib"} if a.from_flash else None)
     try:
         board.prepare()
     except FileNotFoundError as e:
@@ -440,6 +575,9 @@ def main(argv=None):
                                 "--port", str(a.ntp)],
                                preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     board.start()
+    if board.repl_path:
+        print("sim: serial port %s (the board's REPL): mpremote connect %s, make deploy PORT=%s"
+              % ((board.repl_path,) * 3), flush=True)
     try:
         while board.running:
             time.sleep(0.2)

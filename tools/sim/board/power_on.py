@@ -2,7 +2,8 @@
 # (found on MICROPYPATH, cwd = the simulated flash) in a firmware thread, while the main
 # thread supervises: it ends the VM with the watchdog exit code when the WDT is not fed
 # (even if the firmware is hung in `while True: pass`), and on machine.reset()/
-# deepsleep()/soft_reset(). See docs/simulator.md.
+# deepsleep()/soft_reset(). With a serial port (env ESP32SIM_REPL, set by simulate.py) the roles
+# swap and the REPL follows main, as on the board: tools/sim/board/repl.py. See docs/simulator.md.
 import _thread
 import os
 import sys
@@ -29,6 +30,9 @@ import board_time
 
 sys.modules["time"] = board_time
 mpy_api.install()
+
+# A soft reset keeps the task watchdog running and the REPL's mode
+_raw = _s.restore_after_soft_reset(int(os.getenv("ESP32SIM_RESET_CAUSE") or 1))
 
 # firmware thread outcome: [finished, exit code]
 _done = [False, 0]
@@ -93,8 +97,16 @@ def _supervise():
                 reported = True
 
 
+if os.getenv("ESP32SIM_REPL"):
+    # a serial port (simulate.py's pty): boot, main and the REPL in this thread (tools/sim/board/repl.py)
+    import repl
+
+    repl.power_on(_find, _supervise, _raw)
+
 _thread.stack_size(256 * 1024)
 _thread.start_new_thread(_firmware, ())
 _code = _supervise()
 _s.run_hooks()
+if _code == _s.EXIT_SOFT_RESET:
+    _s.keep_for_soft_reset()
 sys.exit(_code)

@@ -171,3 +171,37 @@ def end_process(code):
         while True:
             time.sleep_ms(1000)
     raise SystemExit(code)
+
+
+# What a soft reset keeps on a board (the chip is not reset): the task watchdog runs on, and
+# the REPL stays in its mode (raw for mpremote). The VM ends at a soft reset, so the next one
+# takes them from $ESP32SIM/soft_reset.json.
+def keep_for_soft_reset(raw=False):
+    rec = {"raw": raw}
+    if wdt[0]:
+        rec["wdt_ms"] = wdt[2]
+        rec["wdt_left_ms"] = time.ticks_diff(wdt[1], time.ticks_ms())
+        rec["at_ms"] = time.time_ns() // 1000000
+    try:
+        write_json(path("soft_reset.json"), rec)
+    except OSError:
+        pass
+
+
+def restore_after_soft_reset(cause):
+    """Re-arm the watchdog a soft reset left running; returns the REPL mode (True: raw).
+    Any other reset (`cause` != SOFT_RESET) stops both."""
+    p = path("soft_reset.json")
+    rec = read_json(p, None) if cause == 5 else None
+    try:
+        os.remove(p)
+    except OSError:
+        pass
+    if not isinstance(rec, dict):
+        return False
+    if rec.get("wdt_ms"):
+        left = rec["wdt_left_ms"] - (time.time_ns() // 1000000 - rec["at_ms"])
+        wdt[2] = rec["wdt_ms"]
+        wdt[1] = time.ticks_add(time.ticks_ms(), left)
+        wdt[0] = True
+    return bool(rec.get("raw"))
