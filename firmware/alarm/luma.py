@@ -87,10 +87,15 @@ _STD_AC1 = (
 
 
 @micropython.viper
-def _scan(data: ptr8, tab: ptr8, slow: ptr16, par: ptr32, out: ptr8) -> int:
+def _scan(bits: int, buf: int, k: int, data: ptr8, tab: ptr8, mul: ptr16, slow: ptr16,
+          par: ptr32, out: ptr8) -> int:
     # Decode one baseline scan; store luma DC values into out. Returns 0 or an
     # error code (<0). Every read of data is bounds-checked against end; past
     # the end or at a marker, zero bits are supplied (and counted in pad).
+    # bits, buf and k are parameters (called with 0) only to be the first three locals: the
+    # emitter keeps those in registers (x64 and Xtensa), every other local lives on the stack.
+    # buf holds `bits` (<= 32) unread bits; data[pos:lim] holds no 0xFF byte, so while it lasts
+    # two bytes are read at once, with no check for stuffing or markers.
     pos = int(par[0])
     end = int(par[1])
     mcux = int(par[2])
@@ -102,16 +107,13 @@ def _scan(data: ptr8, tab: ptr8, slow: ptr16, par: ptr32, out: ptr8) -> int:
     h8 = int(par[8])
     lh = int(par[9])
     lv = int(par[10])
-    p0 = int(0)  # DC predictors (locals: ptr32 loads are unsigned on some ports)
-    p1 = int(0)
-    p2 = int(0)
-    buf = int(0)
-    bits = int(0)
+    p0 = int(0)  # luma DC predictor (the chroma DC values are skipped, not summed)
     pad = int(0)
+    lim = pos
     rleft = ri
     rst = int(0)
     my = int(0)
-    # The three outer loops test their condition at the top and jump back unconditionally: a
+    # The outer loops test their condition at the top and jump back unconditionally: a
     # `while cond:` loop's back edge is a conditional branch, which mpy-cross before 1.22 cannot
     # encode across a body this long on Xtensa ("bccz out of range", a broken jump on a board).
     while True:
@@ -139,8 +141,6 @@ def _scan(data: ptr8, tab: ptr8, slow: ptr16, par: ptr32, out: ptr8) -> int:
                     pos += 2
                     rst += 1
                     p0 = 0
-                    p1 = 0
-                    p2 = 0
                     rleft = ri
                 rleft -= 1
             b = int(0)
@@ -151,23 +151,32 @@ def _scan(data: ptr8, tab: ptr8, slow: ptr16, par: ptr32, out: ptr8) -> int:
                 t = info & 15
                 tb = t * 1280
                 # ---- DC ----
-                while bits <= 24:
-                    if pos < end:
-                        c = int(data[pos])
-                        if c == 0xFF:
-                            if pos + 1 < end and int(data[pos + 1]) == 0:
-                                pos += 2
-                                buf = (buf << 8) | 0xFF
+                if bits <= 16:
+                    if pos + 2 <= lim:
+                        buf = (buf << 16) | (int(data[pos]) << 8) | int(data[pos + 1])
+                        pos += 2
+                        bits += 16
+                    else:
+                        while bits <= 24:
+                            if pos < end:
+                                c = int(data[pos])
+                                if c == 0xFF:
+                                    if pos + 1 < end and int(data[pos + 1]) == 0:
+                                        pos += 2
+                                        buf = (buf << 8) | 0xFF
+                                    else:
+                                        buf = buf << 8
+                                        pad += 1
+                                else:
+                                    pos += 1
+                                    buf = (buf << 8) | c
                             else:
                                 buf = buf << 8
                                 pad += 1
-                        else:
-                            pos += 1
-                            buf = (buf << 8) | c
-                    else:
-                        buf = buf << 8
-                        pad += 1
-                    bits += 8
+                            bits += 8
+                        lim = pos
+                        while lim < end and int(data[lim]) != 0xFF:
+                            lim += 1
                 look = (buf >> (bits - 9)) & 511
                 l = int(tab[tb + look])
                 if l != 0:
@@ -209,16 +218,11 @@ def _scan(data: ptr8, tab: ptr8, slow: ptr16, par: ptr32, out: ptr8) -> int:
                             pad += 1
                         bits += 8
                     bits -= s
-                    v = (buf >> bits) & ((1 << s) - 1)
-                    if v < (1 << (s - 1)):
-                        v = v + 1 - (1 << s)
-                    cp = (info >> 8) & 3
-                    if cp == 0:
+                    if info & 0x1000:
+                        v = (buf >> bits) & ((1 << s) - 1)
+                        if v < (1 << (s - 1)):
+                            v = v + 1 - (1 << s)
                         p0 += v
-                    elif cp == 1:
-                        p1 += v
-                    else:
-                        p2 += v
                 if info & 0x1000:
                     ox = mx * lh + ((info >> 16) & 15)
                     oy = my * lv + ((info >> 20) & 15)
@@ -229,12 +233,51 @@ def _scan(data: ptr8, tab: ptr8, slow: ptr16, par: ptr32, out: ptr8) -> int:
                         elif v > 255:
                             v = 255
                         out[oy * w8 + ox] = v
-                # ---- AC: decode and skip ----
+                # ---- AC: skipped, several symbols per lookup where they fit ----
                 t = (info >> 4) & 15
                 tb = t * 1280
-                lt = ptr8(uint(tab) + tb)  # this AC table's lookahead
-                k = int(1)
+                lt = ptr8(uint(tab) + tb)  # this AC table's 9-bit lookahead
+                mt = ptr16(uint(mul) + (t - 4) * 4096)  # its 11-bit multi-symbol table
+                k = 1
                 while k < 64:
+                    if bits <= 16:
+                        if pos + 2 <= lim:
+                            buf = (buf << 16) | (int(data[pos]) << 8) | int(data[pos + 1])
+                            pos += 2
+                            bits += 16
+                        else:
+                            while bits <= 24:
+                                if pos < end:
+                                    c = int(data[pos])
+                                    if c == 0xFF:
+                                        if pos + 1 < end and int(data[pos + 1]) == 0:
+                                            pos += 2
+                                            buf = (buf << 8) | 0xFF
+                                        else:
+                                            buf = buf << 8
+                                            pad += 1
+                                    else:
+                                        pos += 1
+                                        buf = (buf << 8) | c
+                                else:
+                                    buf = buf << 8
+                                    pad += 1
+                                bits += 8
+                            lim = pos
+                            while lim < end and int(data[lim]) != 0xFF:
+                                lim += 1
+                    e = int(mt[(buf >> (bits - 11)) & 2047])
+                    if e & 15:
+                        # bits used | EOB flag 16 | zigzag advance << 5 (EOB counting 1, so
+                        # an EOB is taken only while k < 64: at 64 the block has ended)
+                        l = k + (e >> 5)
+                        if l <= 64:
+                            bits -= e & 15
+                            k = l
+                            if e & 16:
+                                break
+                            continue
+                    # one symbol at a time: a long code, or the block's last coefficients
                     while bits <= 24:
                         if pos < end:
                             c = int(data[pos])
@@ -255,8 +298,8 @@ def _scan(data: ptr8, tab: ptr8, slow: ptr16, par: ptr32, out: ptr8) -> int:
                     look = (buf >> (bits - 9)) & 511
                     l = int(lt[look])
                     if l != 0:
-                        # AC fast path: l = code length + extra bits (<= 24 <
-                        # 25 bits present), entry = zigzag advance, 0 = EOB
+                        # l = code length + extra bits (<= 24 < 25 bits present),
+                        # entry = zigzag advance, 0 = EOB
                         bits -= l
                         l = int(lt[512 + look])
                         if l == 0:
@@ -313,6 +356,35 @@ def _scan(data: ptr8, tab: ptr8, slow: ptr16, par: ptr32, out: ptr8) -> int:
     if pad * 8 > bits:
         return -1
     return 0
+
+
+@micropython.viper
+def _multi(tab: ptr8, tb: int, mul: ptr16, mb: int):
+    # The multi-symbol table of the AC table at tab[tb:] into mul[mb:mb + 2048]: for each 11-bit
+    # lookahead, as many whole AC symbols (code + extra bits, from the 9-bit table) as fit,
+    # stopping after an EOB: bits used | 16 if it ends in an EOB | zigzag advance << 5, the
+    # EOB counting 1. 0: the first symbol does not fit in 11 bits.
+    tab = ptr8(uint(tab) + tb)
+    mul = ptr16(uint(mul) + 2 * mb)
+    v = 0
+    while v < 2048:
+        n = 0
+        adv = 0
+        eob = 0
+        while n < 11:
+            look = ((v << 9) >> (11 - n)) & 511  # the next 9 bits, zeros past the window
+            ln = int(tab[look])
+            if ln == 0 or ln > 11 - n:
+                break
+            a = int(tab[512 + look])
+            n += ln
+            if a == 0:
+                eob = 16
+                adv += 1
+                break
+            adv += a
+        mul[v] = n | eob | (adv << 5)
+        v += 1
 
 
 @micropython.viper
@@ -397,6 +469,7 @@ class LumaExtractor:
         self.w8 = 0
         self.h8 = 0
         self._tab = bytearray(8 * _LT)
+        self._mul = array("H", bytes(2 * 4 * 2048))  # AC slots' multi-symbol tables (_multi)
         self._slow = array("H", bytes(2 * 8 * _ST))
         self._raw = bytearray(8 * _RAW)
         self._rawlen = array("H", bytes(16))  # 0 = never built
@@ -476,6 +549,8 @@ class LumaExtractor:
             if code >= (1 << l):
                 raise ValueError("corrupt JPEG: bad Huffman table")
             code <<= 1
+        if not isdc:
+            _multi(tab, tb, self._mul, (slot - 4) * 2048)
 
     def _dht(self, d, i, end):
         while i < end:
@@ -637,7 +712,7 @@ class LumaExtractor:
         par[_P_Q0] = self._q0[self._ctq[0]]
         par[_P_W8] = self.w8
         par[_P_H8] = self.h8
-        r = _scan(d, self._tab, self._slow, par, self.luma)
+        r = _scan(0, 0, 0, d, self._tab, self._mul, self._slow, par, self.luma)
         if r < 0:
             raise ValueError(_ERRS[r])
         return True
