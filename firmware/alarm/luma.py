@@ -42,7 +42,12 @@ _P_W8 = const(7)
 _P_H8 = const(8)
 _P_LH = const(9)
 _P_LV = const(10)
-_P_BLK = const(11)  # 10 entries: dc slot | ac slot << 4 | comp << 8 | luma << 12 | dx << 16 | dy << 20
+# per block of the MCU (10 entries each): DC table offset in tab, AC table 0..3, luma: offset in
+# out from the MCU's first luma block + 1 (chroma: 0; a ptr32 load is unsigned), dx | dy << 4
+_P_DC = const(11)
+_P_AC = const(21)
+_P_OUT = const(31)
+_P_DXY = const(41)
 
 _ERRS = {
     -1: "truncated JPEG: entropy-coded data ends early",
@@ -92,10 +97,11 @@ def _scan(bits: int, buf: int, k: int, data: ptr8, tab: ptr8, mul: ptr16, slow: 
     # Decode one baseline scan; store luma DC values into out. Returns 0 or an
     # error code (<0). Every read of data is bounds-checked against end; past
     # the end or at a marker, zero bits are supplied (and counted in pad).
-    # bits, buf and k are parameters (called with 0) only to be the first three locals: the
-    # emitter keeps those in registers (x64 and Xtensa), every other local lives on the stack.
-    # buf holds `bits` (<= 32) unread bits; data[pos:lim] holds no 0xFF byte, so while it lasts
-    # two bytes are read at once, with no check for stuffing or markers.
+    # Cost is per statement (the emitter keeps nothing in registers across statements but the
+    # first three locals: bits, buf and k, parameters called with 0 for that reason), so the
+    # hot paths are written in as few statements as they can be.
+    # buf holds `bits` (<= 32) unread bits; two bytes are read at once when neither is 0xFF (no
+    # stuffing, no marker), else one by one.
     pos = int(par[0])
     end = int(par[1])
     mcux = int(par[2])
@@ -109,7 +115,7 @@ def _scan(bits: int, buf: int, k: int, data: ptr8, tab: ptr8, mul: ptr16, slow: 
     lv = int(par[10])
     p0 = int(0)  # luma DC predictor (the chroma DC values are skipped, not summed)
     pad = int(0)
-    lim = pos
+    lim = end - 1  # two bytes at pos < lim
     rleft = ri
     rst = int(0)
     my = int(0)
@@ -120,6 +126,7 @@ def _scan(bits: int, buf: int, k: int, data: ptr8, tab: ptr8, mul: ptr16, slow: 
         if my >= mcuy:
             break
         mx = int(0)
+        row = my * lv * w8
         while True:
             if mx >= mcux:
                 break
@@ -143,16 +150,18 @@ def _scan(bits: int, buf: int, k: int, data: ptr8, tab: ptr8, mul: ptr16, slow: 
                     p0 = 0
                     rleft = ri
                 rleft -= 1
+            base = row + mx * lh  # out offset of this MCU's first luma block
+            edge = int(0)  # some of its blocks are past the edge
+            if mx * lh + lh > w8 or my * lv + lv > h8:
+                edge = 1
             b = int(0)
             while True:
                 if b >= nb:
                     break
-                info = int(par[11 + b])
-                t = info & 15
-                tb = t * 1280
+                tb = int(par[11 + b])  # DC table
                 # ---- DC ----
                 if bits <= 16:
-                    if pos + 2 <= lim:
+                    if pos < lim and int(data[pos]) != 0xFF and int(data[pos + 1]) != 0xFF:
                         buf = (buf << 16) | (int(data[pos]) << 8) | int(data[pos + 1])
                         pos += 2
                         bits += 16
@@ -174,18 +183,16 @@ def _scan(bits: int, buf: int, k: int, data: ptr8, tab: ptr8, mul: ptr16, slow: 
                                 buf = buf << 8
                                 pad += 1
                             bits += 8
-                        lim = pos
-                        while lim < end and int(data[lim]) != 0xFF:
-                            lim += 1
                 look = (buf >> (bits - 9)) & 511
                 l = int(tab[tb + look])
                 if l != 0:
                     s = int(tab[tb + 512 + look])
                     bits -= l
                 else:
-                    sb = t * 64
+                    # a code longer than 9 bits, or a size over 11 (left out of the fast table)
+                    sb = (tb // 1280) * 64
                     s = -1
-                    l = 10
+                    l = 1
                     while l <= 16:
                         d = ((buf >> (bits - l)) & ((1 << l) - 1)) - int(slow[sb + l])
                         if d >= 0 and d < int(slow[sb + 17 + l]):
@@ -196,10 +203,10 @@ def _scan(bits: int, buf: int, k: int, data: ptr8, tab: ptr8, mul: ptr16, slow: 
                     if s < 0:
                         par[0] = pos
                         return -2
-                if s != 0:
                     if s > 11:
                         par[0] = pos
                         return -5
+                if s != 0:
                     while bits < s:
                         if pos < end:
                             c = int(data[pos])
@@ -218,66 +225,72 @@ def _scan(bits: int, buf: int, k: int, data: ptr8, tab: ptr8, mul: ptr16, slow: 
                             pad += 1
                         bits += 8
                     bits -= s
-                    if info & 0x1000:
+                o = int(par[31 + b])  # 1 + offset in out, 0: not luma
+                if o != 0:
+                    if s != 0:
                         v = (buf >> bits) & ((1 << s) - 1)
                         if v < (1 << (s - 1)):
                             v = v + 1 - (1 << s)
                         p0 += v
-                if info & 0x1000:
-                    ox = mx * lh + ((info >> 16) & 15)
-                    oy = my * lv + ((info >> 20) & 15)
-                    if ox < w8 and oy < h8:
-                        v = ((p0 * q0 + 4) >> 3) + 128
-                        if v < 0:
-                            v = 0
-                        elif v > 255:
-                            v = 255
-                        out[oy * w8 + ox] = v
+                    v = ((p0 * q0 + 4) >> 3) + 128
+                    if v < 0:
+                        v = 0
+                    elif v > 255:
+                        v = 255
+                    if edge == 0:
+                        out[base + o - 1] = v
+                    else:
+                        d = int(par[41 + b])
+                        if mx * lh + (d & 15) < w8 and my * lv + (d >> 4) < h8:
+                            out[base + o - 1] = v
                 # ---- AC: skipped, several symbols per lookup where they fit ----
-                t = (info >> 4) & 15
-                tb = t * 1280
-                lt = ptr8(uint(tab) + tb)  # this AC table's 9-bit lookahead
-                mt = ptr16(uint(mul) + (t - 4) * 4096)  # its 11-bit multi-symbol table
+                a = int(par[21 + b])  # AC table 0..3
+                tb = (a + 4) * 1280
+                mt = ptr16(uint(mul) + a * 4096)  # its multi-symbol table (_multi)
                 k = 1
-                while k < 64:
-                    if bits <= 16:
-                        if pos + 2 <= lim:
-                            buf = (buf << 16) | (int(data[pos]) << 8) | int(data[pos + 1])
-                            pos += 2
-                            bits += 16
-                        else:
-                            while bits <= 24:
-                                if pos < end:
-                                    c = int(data[pos])
-                                    if c == 0xFF:
-                                        if pos + 1 < end and int(data[pos + 1]) == 0:
-                                            pos += 2
-                                            buf = (buf << 8) | 0xFF
+                while True:
+                    while True:
+                        if bits <= 16:
+                            if pos < lim and int(data[pos]) != 0xFF and int(data[pos + 1]) != 0xFF:
+                                buf = (buf << 16) | (int(data[pos]) << 8) | int(data[pos + 1])
+                                pos += 2
+                                bits += 16
+                            else:
+                                while bits <= 24:
+                                    if pos < end:
+                                        c = int(data[pos])
+                                        if c == 0xFF:
+                                            if pos + 1 < end and int(data[pos + 1]) == 0:
+                                                pos += 2
+                                                buf = (buf << 8) | 0xFF
+                                            else:
+                                                buf = buf << 8
+                                                pad += 1
                                         else:
-                                            buf = buf << 8
-                                            pad += 1
+                                            pos += 1
+                                            buf = (buf << 8) | c
                                     else:
-                                        pos += 1
-                                        buf = (buf << 8) | c
-                                else:
-                                    buf = buf << 8
-                                    pad += 1
-                                bits += 8
-                            lim = pos
-                            while lim < end and int(data[lim]) != 0xFF:
-                                lim += 1
-                    e = int(mt[(buf >> (bits - 11)) & 2047])
-                    if e & 15:
-                        # bits used | EOB flag 16 | zigzag advance << 5 (EOB counting 1, so
-                        # an EOB is taken only while k < 64: at 64 the block has ended)
-                        l = k + (e >> 5)
-                        if l <= 64:
-                            bits -= e & 15
-                            k = l
-                            if e & 16:
+                                        buf = buf << 8
+                                        pad += 1
+                                    bits += 8
+                        e = int(mt[(buf >> (bits - 11)) & 2047])
+                        k += e >> 5
+                        if k >= 64:
+                            break
+                        bits -= e & 15
+                    # the block's end, a long code, or symbols that would go past 64
+                    a = e >> 5
+                    k -= a
+                    l = e & 15
+                    if l != 0:
+                        if e & 16:
+                            if k + a <= 128:  # the EOB comes at k < 64
+                                bits -= l
                                 break
-                            continue
-                    # one symbol at a time: a long code, or the block's last coefficients
+                        elif k + a == 64:
+                            bits -= l
+                            break
+                    # one symbol at a time
                     while bits <= 24:
                         if pos < end:
                             c = int(data[pos])
@@ -296,18 +309,17 @@ def _scan(bits: int, buf: int, k: int, data: ptr8, tab: ptr8, mul: ptr16, slow: 
                             pad += 1
                         bits += 8
                     look = (buf >> (bits - 9)) & 511
-                    l = int(lt[look])
+                    l = int(tab[tb + look])
                     if l != 0:
                         # l = code length + extra bits (<= 24 < 25 bits present),
                         # entry = zigzag advance, 0 = EOB
                         bits -= l
-                        l = int(lt[512 + look])
+                        l = int(tab[tb + 512 + look])
                         if l == 0:
                             break
                         k += l
-                        continue
                     else:
-                        sb = t * 64
+                        sb = (tb // 1280) * 64
                         s = -1
                         l = 10
                         while l <= 16:
@@ -320,35 +332,37 @@ def _scan(bits: int, buf: int, k: int, data: ptr8, tab: ptr8, mul: ptr16, slow: 
                         if s < 0:
                             par[0] = pos
                             return -2
-                    r = s >> 4
-                    s = s & 15
-                    if s != 0:
-                        while bits < s:
-                            if pos < end:
-                                c = int(data[pos])
-                                if c == 0xFF:
-                                    if pos + 1 < end and int(data[pos + 1]) == 0:
-                                        pos += 2
-                                        buf = (buf << 8) | 0xFF
+                        r = s >> 4
+                        s = s & 15
+                        if s != 0:
+                            while bits < s:
+                                if pos < end:
+                                    c = int(data[pos])
+                                    if c == 0xFF:
+                                        if pos + 1 < end and int(data[pos + 1]) == 0:
+                                            pos += 2
+                                            buf = (buf << 8) | 0xFF
+                                        else:
+                                            buf = buf << 8
+                                            pad += 1
                                     else:
-                                        buf = buf << 8
-                                        pad += 1
+                                        pos += 1
+                                        buf = (buf << 8) | c
                                 else:
-                                    pos += 1
-                                    buf = (buf << 8) | c
-                            else:
-                                buf = buf << 8
-                                pad += 1
-                            bits += 8
-                        bits -= s
-                        k += r + 1
-                    elif r == 15:
-                        k += 16
-                    else:
+                                    buf = buf << 8
+                                    pad += 1
+                                bits += 8
+                            bits -= s
+                            k += r + 1
+                        elif r == 15:
+                            k += 16
+                        else:
+                            break
+                    if k >= 64:
+                        if k > 64:
+                            par[0] = pos
+                            return -3
                         break
-                if k > 64:
-                    par[0] = pos
-                    return -3
                 b += 1
             mx += 1
         my += 1
@@ -362,8 +376,9 @@ def _scan(bits: int, buf: int, k: int, data: ptr8, tab: ptr8, mul: ptr16, slow: 
 def _multi(tab: ptr8, tb: int, mul: ptr16, mb: int):
     # The multi-symbol table of the AC table at tab[tb:] into mul[mb:mb + 2048]: for each 11-bit
     # lookahead, as many whole AC symbols (code + extra bits, from the 9-bit table) as fit,
-    # stopping after an EOB: bits used | 16 if it ends in an EOB | zigzag advance << 5, the
-    # EOB counting 1. 0: the first symbol does not fit in 11 bits.
+    # stopping after an EOB: bits used | 16 if it ends in an EOB | advance << 5, where the
+    # advance is the symbols' zigzag advance, + 65 with an EOB (so that k >= 64 in _scan stops
+    # at every EOB), 127 when not even the first symbol fits in 11 bits.
     tab = ptr8(uint(tab) + tb)
     mul = ptr16(uint(mul) + 2 * mb)
     v = 0
@@ -380,9 +395,11 @@ def _multi(tab: ptr8, tb: int, mul: ptr16, mb: int):
             n += ln
             if a == 0:
                 eob = 16
-                adv += 1
+                adv += 65
                 break
             adv += a
+        if n == 0:
+            adv = 127
         mul[v] = n | eob | (adv << 5)
         v += 1
 
@@ -473,7 +490,7 @@ class LumaExtractor:
         self._slow = array("H", bytes(2 * 8 * _ST))
         self._raw = bytearray(8 * _RAW)
         self._rawlen = array("H", bytes(16))  # 0 = never built
-        self._par = array("i", bytes(4 * 32))
+        self._par = array("i", bytes(4 * 52))
         self._q0 = array("H", bytes(8))
         self._qdef = 0  # bitmask of DQT tables defined in this frame
         # components of the frame (max 4): id, h, v, tq
@@ -535,7 +552,8 @@ class LumaExtractor:
                     a = code << sh
                     sym = raw[base + 16 + k]
                     if isdc:
-                        ln = l
+                        # a size over 11 is refused by _scan's slow path: not in the fast table
+                        ln = l if sym <= 11 else 0
                     else:
                         # AC: consume code + extra bits at once; store the
                         # zigzag advance (r+1, 16 for ZRL, 0 for EOB)
@@ -684,7 +702,10 @@ class LumaExtractor:
                 for dx in range(hh):
                     if nb >= _MAXB:
                         raise ValueError("corrupt JPEG: too many blocks per MCU")
-                    par[_P_BLK + nb] = td | (ta + 4) << 4 | c << 8 | (c == 0) << 12 | dx << 16 | dy << 20
+                    par[_P_DC + nb] = td * _LT
+                    par[_P_AC + nb] = ta
+                    par[_P_OUT + nb] = 1 + dy * self.w8 + dx if c == 0 else 0
+                    par[_P_DXY + nb] = dx | dy << 4
                     nb += 1
         if not luma:
             return False
