@@ -274,22 +274,16 @@ def _scan(bits: int, buf: int, k: int, data: ptr8, tab: ptr8, mul: ptr16, slow: 
                                         pad += 1
                                     bits += 8
                         e = int(mt[(buf >> (bits - 11)) & 2047])
-                        k += e >> 5
+                        k += e >> 4
                         if k >= 64:
                             break
                         bits -= e & 15
-                    # the block's end, a long code, or symbols that would go past 64
-                    a = e >> 5
-                    k -= a
-                    l = e & 15
-                    if l != 0:
-                        if e & 16:
-                            if k + a <= 128:  # the EOB comes at k < 64
-                                bits -= l
-                                break
-                        elif k + a == 64:
-                            bits -= l
-                            break
+                    # the block's end (k == 64, or an EOB: k = 1024 + where the EOB was, < 64), a long
+                    # code, or symbols that would go past 64
+                    if uint(k - 1025) < uint(63) or k == 64:
+                        bits -= e & 15
+                        break
+                    k -= e >> 4
                     # one symbol at a time
                     while bits <= 24:
                         if pos < end:
@@ -376,16 +370,15 @@ def _scan(bits: int, buf: int, k: int, data: ptr8, tab: ptr8, mul: ptr16, slow: 
 def _multi(tab: ptr8, tb: int, mul: ptr16, mb: int):
     # The multi-symbol table of the AC table at tab[tb:] into mul[mb:mb + 2048]: for each 11-bit
     # lookahead, as many whole AC symbols (code + extra bits, from the 9-bit table) as fit,
-    # stopping after an EOB: bits used | 16 if it ends in an EOB | advance << 5, where the
-    # advance is the symbols' zigzag advance, + 65 with an EOB (so that k >= 64 in _scan stops
-    # at every EOB), 127 when not even the first symbol fits in 11 bits.
+    # stopping after an EOB: bits used | advance << 4, where the advance is the symbols' zigzag
+    # advance, + 1024 with an EOB (so that k >= 64 in _scan stops at every EOB, and the EOB's
+    # place can be told), 2047 when not even the first symbol fits in 11 bits.
     tab = ptr8(uint(tab) + tb)
     mul = ptr16(uint(mul) + 2 * mb)
     v = 0
     while v < 2048:
         n = 0
         adv = 0
-        eob = 0
         while n < 11:
             look = ((v << 9) >> (11 - n)) & 511  # the next 9 bits, zeros past the window
             ln = int(tab[look])
@@ -394,13 +387,12 @@ def _multi(tab: ptr8, tb: int, mul: ptr16, mb: int):
             a = int(tab[512 + look])
             n += ln
             if a == 0:
-                eob = 16
-                adv += 65
+                adv += 1024
                 break
             adv += a
         if n == 0:
-            adv = 127
-        mul[v] = n | eob | (adv << 5)
+            adv = 2047
+        mul[v] = n | (adv << 4)
         v += 1
 
 
