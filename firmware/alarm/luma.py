@@ -48,6 +48,8 @@ _P_DC = const(11)
 _P_AC = const(21)
 _P_OUT = const(31)
 _P_DXY = const(41)
+_P_DCV = const(51)  # the DC table's values in mul (_dc_values)
+_MUL_DC = const(8192)  # mul: 4 AC multi-symbol tables of 2048, then 4 DC value tables of 512
 
 _ERRS = {
     -1: "truncated JPEG: entropy-coded data ends early",
@@ -184,54 +186,61 @@ def _scan(bits: int, buf: int, k: int, data: ptr8, tab: ptr8, mul: ptr16, slow: 
                                 pad += 1
                             bits += 8
                 look = (buf >> (bits - 9)) & 511
-                l = int(tab[tb + look])
-                if l != 0:
-                    s = int(tab[tb + 512 + look])
-                    bits -= l
+                e = int(mul[int(par[51 + b]) + look])  # size and value at once (_dc_values)
+                if e != 0:
+                    bits -= e & 15
+                    v = (e >> 4) - 256
                 else:
-                    # a code longer than 9 bits, or a size over 11 (left out of the fast table)
-                    sb = (tb // 1280) * 64
-                    s = -1
-                    l = 1
-                    while l <= 16:
-                        d = ((buf >> (bits - l)) & ((1 << l) - 1)) - int(slow[sb + l])
-                        if d >= 0 and d < int(slow[sb + 17 + l]):
-                            s = int(tab[tb + 1024 + int(slow[sb + 34 + l]) + d])
-                            bits -= l
-                            break
-                        l += 1
-                    if s < 0:
-                        par[0] = pos
-                        return -2
-                    if s > 11:
-                        par[0] = pos
-                        return -5
-                if s != 0:
-                    while bits < s:
-                        if pos < end:
-                            c = int(data[pos])
-                            if c == 0xFF:
-                                if pos + 1 < end and int(data[pos + 1]) == 0:
-                                    pos += 2
-                                    buf = (buf << 8) | 0xFF
+                    look = (buf >> (bits - 9)) & 511
+                    l = int(tab[tb + look])
+                    if l != 0:
+                        s = int(tab[tb + 512 + look])
+                        bits -= l
+                    else:
+                        # a code longer than 9 bits, or a size over 11 (left out of the fast table)
+                        sb = (tb // 1280) * 64
+                        s = -1
+                        l = 1
+                        while l <= 16:
+                            d = ((buf >> (bits - l)) & ((1 << l) - 1)) - int(slow[sb + l])
+                            if d >= 0 and d < int(slow[sb + 17 + l]):
+                                s = int(tab[tb + 1024 + int(slow[sb + 34 + l]) + d])
+                                bits -= l
+                                break
+                            l += 1
+                        if s < 0:
+                            par[0] = pos
+                            return -2
+                        if s > 11:
+                            par[0] = pos
+                            return -5
+                    if s != 0:
+                        while bits < s:
+                            if pos < end:
+                                c = int(data[pos])
+                                if c == 0xFF:
+                                    if pos + 1 < end and int(data[pos + 1]) == 0:
+                                        pos += 2
+                                        buf = (buf << 8) | 0xFF
+                                    else:
+                                        buf = buf << 8
+                                        pad += 1
                                 else:
-                                    buf = buf << 8
-                                    pad += 1
+                                    pos += 1
+                                    buf = (buf << 8) | c
                             else:
-                                pos += 1
-                                buf = (buf << 8) | c
-                        else:
-                            buf = buf << 8
-                            pad += 1
-                        bits += 8
-                    bits -= s
-                o = int(par[31 + b])  # 1 + offset in out, 0: not luma
-                if o != 0:
+                                buf = buf << 8
+                                pad += 1
+                            bits += 8
+                        bits -= s
+                    v = 0
                     if s != 0:
                         v = (buf >> bits) & ((1 << s) - 1)
                         if v < (1 << (s - 1)):
                             v = v + 1 - (1 << s)
-                        p0 += v
+                o = int(par[31 + b])  # 1 + offset in out, 0: not luma
+                if o != 0:
+                    p0 += v
                     v = ((p0 * q0 + 4) >> 3) + 128
                     if v < 0:
                         v = 0
@@ -478,11 +487,12 @@ class LumaExtractor:
         self.w8 = 0
         self.h8 = 0
         self._tab = bytearray(8 * _LT)
-        self._mul = array("H", bytes(2 * 4 * 2048))  # AC slots' multi-symbol tables (_multi)
+        # AC slots' multi-symbol tables (_multi), DC slots' size-and-value tables (_dc_values)
+        self._mul = array("H", bytes(2 * (_MUL_DC + 4 * 512)))
         self._slow = array("H", bytes(2 * 8 * _ST))
         self._raw = bytearray(8 * _RAW)
         self._rawlen = array("H", bytes(16))  # 0 = never built
-        self._par = array("i", bytes(4 * 52))
+        self._par = array("i", bytes(4 * 64))
         self._q0 = array("H", bytes(8))
         self._qdef = 0  # bitmask of DQT tables defined in this frame
         # components of the frame (max 4): id, h, v, tq
@@ -559,8 +569,29 @@ class LumaExtractor:
             if code >= (1 << l):
                 raise ValueError("corrupt JPEG: bad Huffman table")
             code <<= 1
-        if not isdc:
+        if isdc:
+            self._dc_values(slot)
+        else:
             _multi(tab, tb, self._mul, (slot - 4) * 2048)
+
+    def _dc_values(self, slot):
+        # for each 9-bit lookahead whose DC code and extra bits both fit in it: their length |
+        # (the difference + 256) << 4; 0: they do not (_scan decodes them the long way)
+        tab = self._tab
+        tb = slot * _LT
+        mul = self._mul
+        db = _MUL_DC + slot * 512
+        for j in range(512):
+            e = 0
+            l = tab[tb + j]
+            if l:
+                s = tab[tb + 512 + j]
+                if l + s <= 9:
+                    x = (j >> (9 - l - s)) & ((1 << s) - 1)
+                    if s and x < (1 << (s - 1)):
+                        x += 1 - (1 << s)
+                    e = (l + s) | (x + 256) << 4
+            mul[db + j] = e
 
     def _dht(self, d, i, end):
         while i < end:
@@ -698,6 +729,7 @@ class LumaExtractor:
                     par[_P_AC + nb] = ta
                     par[_P_OUT + nb] = 1 + dy * self.w8 + dx if c == 0 else 0
                     par[_P_DXY + nb] = dx | dy << 4
+                    par[_P_DCV + nb] = _MUL_DC + td * 512
                     nb += 1
         if not luma:
             return False
