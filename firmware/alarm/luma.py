@@ -24,8 +24,9 @@ from micropython import const
 #   [1024:1280] HUFFVAL
 _LT = const(1280)
 # Per table in self._slow (array 'H'): [l] first code of length l,
-# [17+l] number of codes of length l, [34+l] index of its first symbol.
-_ST = const(64)
+# [17+l] number of codes of length l, [34+l] index of its first symbol, [51+l] the 16-bit
+# lookaheads below which the code has at most l bits (first code + count) << (16 - l).
+_ST = const(68)
 _RAW = const(273)  # cached raw DHT bytes per slot: 16 counts + 256 values (+1)
 
 _MAXB = const(10)  # max blocks per MCU (JPEG limit)
@@ -49,6 +50,8 @@ _P_AC = const(21)
 _P_OUT = const(31)
 _P_DXY = const(41)
 _P_DCV = const(51)  # the DC table's values in mul (_dc_values)
+_P_DSB = const(61)  # the DC table's slow table offset in slow
+_P_ASB = const(71)  # the AC table's
 _MUL_DC = const(8192)  # mul: 4 AC multi-symbol tables of 2048, then 4 DC value tables of 512
 
 _ERRS = {
@@ -198,13 +201,13 @@ def _scan(bits: int, buf: int, k: int, data: ptr8, tab: ptr8, mul: ptr16, slow: 
                         bits -= l
                     else:
                         # a code longer than 9 bits, or a size over 11 (left out of the fast table)
-                        sb = (tb // 1280) * 64
+                        sb = int(par[61 + b])  # its slow table
                         s = -1
                         l = 1
+                        d = (buf >> (bits - 16)) & 0xFFFF  # the code is the shortest l with d < limit[l]
                         while l <= 16:
-                            d = ((buf >> (bits - l)) & ((1 << l) - 1)) - int(slow[sb + l])
-                            if d >= 0 and d < int(slow[sb + 17 + l]):
-                                s = int(tab[tb + 1024 + int(slow[sb + 34 + l]) + d])
+                            if d < int(slow[sb + 51 + l]):
+                                s = int(tab[tb + 1024 + int(slow[sb + 34 + l]) + (d >> (16 - l)) - int(slow[sb + l])])
                                 bits -= l
                                 break
                             l += 1
@@ -322,13 +325,13 @@ def _scan(bits: int, buf: int, k: int, data: ptr8, tab: ptr8, mul: ptr16, slow: 
                             break
                         k += l
                     else:
-                        sb = (tb // 1280) * 64
+                        sb = int(par[71 + b])  # its slow table
                         s = -1
                         l = 10
+                        d = (buf >> (bits - 16)) & 0xFFFF  # the code is the shortest l with d < limit[l]
                         while l <= 16:
-                            d = ((buf >> (bits - l)) & ((1 << l) - 1)) - int(slow[sb + l])
-                            if d >= 0 and d < int(slow[sb + 17 + l]):
-                                s = int(tab[tb + 1024 + int(slow[sb + 34 + l]) + d])
+                            if d < int(slow[sb + 51 + l]):
+                                s = int(tab[tb + 1024 + int(slow[sb + 34 + l]) + (d >> (16 - l)) - int(slow[sb + l])])
                                 bits -= l
                                 break
                             l += 1
@@ -492,7 +495,7 @@ class LumaExtractor:
         self._slow = array("H", bytes(2 * 8 * _ST))
         self._raw = bytearray(8 * _RAW)
         self._rawlen = array("H", bytes(16))  # 0 = never built
-        self._par = array("i", bytes(4 * 64))
+        self._par = array("i", bytes(4 * 84))
         self._q0 = array("H", bytes(8))
         self._qdef = 0  # bitmask of DQT tables defined in this frame
         # components of the frame (max 4): id, h, v, tq
@@ -568,6 +571,7 @@ class LumaExtractor:
                 k += 1
             if code >= (1 << l):
                 raise ValueError("corrupt JPEG: bad Huffman table")
+            slow[sb + 51 + l] = code << (16 - l)
             code <<= 1
         if isdc:
             self._dc_values(slot)
@@ -730,6 +734,8 @@ class LumaExtractor:
                     par[_P_OUT + nb] = 1 + dy * self.w8 + dx if c == 0 else 0
                     par[_P_DXY + nb] = dx | dy << 4
                     par[_P_DCV + nb] = _MUL_DC + td * 512
+                    par[_P_DSB + nb] = td * _ST
+                    par[_P_ASB + nb] = (ta + 4) * _ST
                     nb += 1
         if not luma:
             return False
