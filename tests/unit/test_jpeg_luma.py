@@ -176,10 +176,13 @@ def test_compiled_mpy_x64_equal_and_xtensawin_compiles(cases, tmp_path):
 
 
 def test_simulator_frames():
+    # every frame of every size (the same thumbnails as libjpeg's, so the same as the decoder's
+    # before it skipped several AC symbols per lookup): 2 of these 368 were the only frames
+    # that told a misplaced end-of-block test from the right one
     frames = sorted(glob.glob(os.path.join(ROOT, 'sim', 'frames', '**', '*.jp*g'), recursive=True))
     if not frames:
         pytest.skip('no sim/frames (make sim/frames/.stamp needs tools/sim/scene.py)')
-    frames = frames[:: max(1, len(frames) // 60)]
+    assert len(frames) > 300 and any('/640x480/' in f for f in frames)
     res = run_vm(frames)
     bad = [(f[len(ROOT):], r[:50]) for f, (r, _) in zip(frames, res) if r != reference(f)]
     assert not bad, bad[:5]
