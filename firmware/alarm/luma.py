@@ -155,7 +155,7 @@ def _scan(bits: int, buf: int, k: int, data: ptr8, tab: ptr8, mul: ptr16, slow: 
                     p0 = 0
                     rleft = ri
                 rleft -= 1
-            base = row + mx * lh  # out offset of this MCU's first luma block
+            base = row + mx * lh - 1  # out offset of this MCU's first luma block, - 1
             edge = int(0)  # some of its blocks are past the edge
             if mx * lh + lh > w8 or my * lv + lv > h8:
                 edge = 1
@@ -163,7 +163,6 @@ def _scan(bits: int, buf: int, k: int, data: ptr8, tab: ptr8, mul: ptr16, slow: 
             while True:
                 if b >= nb:
                     break
-                tb = int(par[11 + b])  # DC table
                 # ---- DC ----
                 if bits <= 16:
                     if pos < lim and int(data[pos]) != 0xFF and int(data[pos + 1]) != 0xFF:
@@ -194,6 +193,7 @@ def _scan(bits: int, buf: int, k: int, data: ptr8, tab: ptr8, mul: ptr16, slow: 
                     bits -= e & 15
                     v = (e >> 4) - 256
                 else:
+                    tb = int(par[11 + b])  # the DC table
                     look = (buf >> (bits - 9)) & 511
                     l = int(tab[tb + look])
                     if l != 0:
@@ -245,20 +245,18 @@ def _scan(bits: int, buf: int, k: int, data: ptr8, tab: ptr8, mul: ptr16, slow: 
                 if o != 0:
                     p0 += v
                     v = ((p0 * q0 + 4) >> 3) + 128
-                    if v < 0:
+                    if uint(v) > uint(255):
                         v = 0
-                    elif v > 255:
-                        v = 255
+                        if p0 > 0:
+                            v = 255
                     if edge == 0:
-                        out[base + o - 1] = v
+                        out[base + o] = v
                     else:
                         d = int(par[41 + b])
                         if mx * lh + (d & 15) < w8 and my * lv + (d >> 4) < h8:
-                            out[base + o - 1] = v
+                            out[base + o] = v
                 # ---- AC: skipped, several symbols per lookup where they fit ----
-                a = int(par[21 + b])  # AC table 0..3
-                tb = (a + 4) * 1280
-                mt = ptr16(uint(mul) + a * 4096)  # its multi-symbol table (_multi)
+                mt = ptr16(uint(mul) + int(par[21 + b]) * 4096)  # the AC table's _multi table
                 k = 1
                 while True:
                     while True:
@@ -297,6 +295,7 @@ def _scan(bits: int, buf: int, k: int, data: ptr8, tab: ptr8, mul: ptr16, slow: 
                         break
                     k -= e >> 4
                     # one symbol at a time
+                    tb = (int(par[21 + b]) + 4) * 1280  # the AC table
                     while bits <= 24:
                         if pos < end:
                             c = int(data[pos])
