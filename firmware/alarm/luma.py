@@ -43,8 +43,9 @@ _P_W8 = const(7)
 _P_H8 = const(8)
 _P_LH = const(9)
 _P_LV = const(10)
-# per block of the MCU (10 entries each): DC table offset in tab, AC table 0..3, luma: offset in
-# out from the MCU's first luma block + 1 (chroma: 0; a ptr32 load is unsigned), dx | dy << 4
+# per block of the MCU (10 entries each): DC table offset in tab, its AC table's multi-symbol
+# table offset in mul (bytes), luma: offset in out from the MCU's first luma block + 1 (chroma: 0;
+# a ptr32 load is unsigned), dx | dy << 4
 _P_DC = const(11)
 _P_AC = const(21)
 _P_OUT = const(31)
@@ -52,7 +53,9 @@ _P_DXY = const(41)
 _P_DCV = const(51)  # the DC table's values in mul (_dc_values)
 _P_DSB = const(61)  # the DC table's slow table offset in slow
 _P_ASB = const(71)  # the AC table's
-_MUL_DC = const(8192)  # mul: 4 AC multi-symbol tables of 2048, then 4 DC value tables of 512
+# mul: the 4 DC tables' values (512 each, _dc_values), then the AC tables' multi-symbol tables
+# (2048 each, _multi): 0 and 1 (baseline JPEG has no others), 2 and 3 added when a frame uses them
+_MUL_AC = const(2048)
 
 _ERRS = {
     -1: "truncated JPEG: entropy-coded data ends early",
@@ -256,7 +259,7 @@ def _scan(bits: int, buf: int, k: int, data: ptr8, tab: ptr8, mul: ptr16, slow: 
                         if mx * lh + (d & 15) < w8 and my * lv + (d >> 4) < h8:
                             out[base + o] = v
                 # ---- AC: skipped, several symbols per lookup where they fit ----
-                mt = ptr16(uint(mul) + int(par[21 + b]) * 4096)  # the AC table's _multi table
+                mt = ptr16(uint(mul) + int(par[21 + b]))  # the AC table's _multi table
                 k = 1
                 while True:
                     while True:
@@ -295,7 +298,7 @@ def _scan(bits: int, buf: int, k: int, data: ptr8, tab: ptr8, mul: ptr16, slow: 
                         break
                     k -= e >> 4
                     # one symbol at a time
-                    tb = (int(par[21 + b]) + 4) * 1280  # the AC table
+                    tb = ((int(par[21 + b]) >> 12) + 3) * 1280  # the AC table
                     while bits <= 24:
                         if pos < end:
                             c = int(data[pos])
@@ -490,7 +493,7 @@ class LumaExtractor:
         self.h8 = 0
         self._tab = bytearray(8 * _LT)
         # AC slots' multi-symbol tables (_multi), DC slots' size-and-value tables (_dc_values)
-        self._mul = array("H", bytes(2 * (_MUL_DC + 4 * 512)))
+        self._mul = array("H", bytes(2 * (_MUL_AC + 2 * 2048)))
         self._slow = array("H", bytes(2 * 8 * _ST))
         self._raw = bytearray(8 * _RAW)
         self._rawlen = array("H", bytes(16))  # 0 = never built
@@ -575,7 +578,10 @@ class LumaExtractor:
         if isdc:
             self._dc_values(slot)
         else:
-            _multi(tab, tb, self._mul, (slot - 4) * 2048)
+            mb = _MUL_AC + (slot - 4) * 2048
+            if len(self._mul) < mb + 2048:  # AC table 2 or 3 (extended JPEG): grows once
+                self._mul.extend(array("H", bytes(2 * (mb + 2048 - len(self._mul)))))
+            _multi(tab, tb, self._mul, mb)
 
     def _dc_values(self, slot):
         # for each 9-bit lookahead whose DC code and extra bits both fit in it: their length |
@@ -583,7 +589,7 @@ class LumaExtractor:
         tab = self._tab
         tb = slot * _LT
         mul = self._mul
-        db = _MUL_DC + slot * 512
+        db = slot * 512
         for j in range(512):
             e = 0
             l = tab[tb + j]
@@ -729,10 +735,10 @@ class LumaExtractor:
                     if nb >= _MAXB:
                         raise ValueError("corrupt JPEG: too many blocks per MCU")
                     par[_P_DC + nb] = td * _LT
-                    par[_P_AC + nb] = ta
+                    par[_P_AC + nb] = 2 * (_MUL_AC + ta * 2048)  # bytes into mul
                     par[_P_OUT + nb] = 1 + dy * self.w8 + dx if c == 0 else 0
                     par[_P_DXY + nb] = dx | dy << 4
-                    par[_P_DCV + nb] = _MUL_DC + td * 512
+                    par[_P_DCV + nb] = td * 512
                     par[_P_DSB + nb] = td * _ST
                     par[_P_ASB + nb] = (ta + 4) * _ST
                     nb += 1
