@@ -52,10 +52,13 @@ _P_OUT = const(31)
 _P_DXY = const(41)
 _P_DCV = const(51)  # the DC table's values in mul (_dc_values)
 _P_DSB = const(61)  # the DC table's slow table offset in slow
-_P_ASB = const(71)  # the AC table's
-# mul: the 4 DC tables' values (512 each, _dc_values), then the AC tables' multi-symbol tables
-# (2048 each, _multi): 0 and 1 (baseline JPEG has no others), 2 and 3 added when a frame uses them
-_MUL_AC = const(2048)
+_P_ASB = const(71)  # the AC table's | its offset in tab << 16
+# mul: per DC table its values (512 entries, _dc_values), per AC table its multi-symbol table
+# (2048, _multi): the tables 0 and 1 first (baseline JPEG has no others), the tables 2 and 3
+# (extended JPEG) added when a frame uses one of them. Offsets by slot (0..3 DC, 4..7 AC):
+_MOFF = (0, 512, 5120, 5632, 1024, 3072, 6144, 8192)
+_MUL_BASE = const(5120)
+_MUL_ALL = const(10240)
 
 _ERRS = {
     -1: "truncated JPEG: entropy-coded data ends early",
@@ -298,7 +301,7 @@ def _scan(bits: int, buf: int, k: int, data: ptr8, tab: ptr8, mul: ptr16, slow: 
                         break
                     k -= e >> 4
                     # one symbol at a time
-                    tb = ((int(par[21 + b]) >> 12) + 3) * 1280  # the AC table
+                    tb = int(par[71 + b]) >> 16  # the AC table
                     while bits <= 24:
                         if pos < end:
                             c = int(data[pos])
@@ -327,7 +330,7 @@ def _scan(bits: int, buf: int, k: int, data: ptr8, tab: ptr8, mul: ptr16, slow: 
                             break
                         k += l
                     else:
-                        sb = int(par[71 + b])  # its slow table
+                        sb = int(par[71 + b]) & 0xFFFF  # its slow table
                         s = -1
                         l = 10
                         d = (buf >> (bits - 16)) & 0xFFFF  # the code is the shortest l with d < limit[l]
@@ -493,7 +496,7 @@ class LumaExtractor:
         self.h8 = 0
         self._tab = bytearray(8 * _LT)
         # AC slots' multi-symbol tables (_multi), DC slots' size-and-value tables (_dc_values)
-        self._mul = array("H", bytes(2 * (_MUL_AC + 2 * 2048)))
+        self._mul = array("H", bytes(2 * _MUL_BASE))
         self._slow = array("H", bytes(2 * 8 * _ST))
         self._raw = bytearray(8 * _RAW)
         self._rawlen = array("H", bytes(16))  # 0 = never built
@@ -575,13 +578,13 @@ class LumaExtractor:
                 raise ValueError("corrupt JPEG: bad Huffman table")
             slow[sb + 51 + l] = code << (16 - l)
             code <<= 1
+        if _MOFF[slot] >= _MUL_BASE and len(self._mul) < _MUL_ALL:
+            # a table 2 or 3 (extended JPEG): room for all of them, once
+            self._mul.extend(array("H", bytes(2 * (_MUL_ALL - len(self._mul)))))
         if isdc:
             self._dc_values(slot)
         else:
-            mb = _MUL_AC + (slot - 4) * 2048
-            if len(self._mul) < mb + 2048:  # AC table 2 or 3 (extended JPEG): grows once
-                self._mul.extend(array("H", bytes(2 * (mb + 2048 - len(self._mul)))))
-            _multi(tab, tb, self._mul, mb)
+            _multi(tab, tb, self._mul, _MOFF[slot])
 
     def _dc_values(self, slot):
         # for each 9-bit lookahead whose DC code and extra bits both fit in it: their length |
@@ -589,7 +592,7 @@ class LumaExtractor:
         tab = self._tab
         tb = slot * _LT
         mul = self._mul
-        db = slot * 512
+        db = _MOFF[slot]
         for j in range(512):
             e = 0
             l = tab[tb + j]
@@ -735,12 +738,12 @@ class LumaExtractor:
                     if nb >= _MAXB:
                         raise ValueError("corrupt JPEG: too many blocks per MCU")
                     par[_P_DC + nb] = td * _LT
-                    par[_P_AC + nb] = 2 * (_MUL_AC + ta * 2048)  # bytes into mul
+                    par[_P_AC + nb] = 2 * _MOFF[ta + 4]  # bytes into mul
                     par[_P_OUT + nb] = 1 + dy * self.w8 + dx if c == 0 else 0
                     par[_P_DXY + nb] = dx | dy << 4
-                    par[_P_DCV + nb] = td * 512
+                    par[_P_DCV + nb] = _MOFF[td]
                     par[_P_DSB + nb] = td * _ST
-                    par[_P_ASB + nb] = (ta + 4) * _ST
+                    par[_P_ASB + nb] = (ta + 4) * _ST | (ta + 4) * _LT << 16
                     nb += 1
         if not luma:
             return False
