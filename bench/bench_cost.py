@@ -17,6 +17,12 @@ bench_stream. Prints tables; never asserts.
    (its timers, polls, watchdog feeding: counted with nobody watching) by its rate times the
    window's length. Per captured frame = (window - idle - captures x stand-in) / captures;
    per extra viewer per delivered frame = what k viewers cost beyond that / (delivered - captured).
+   Armed: with 0 viewers the detector's rate (alarm.detect_fps, 5) paces the camera, so every
+   captured frame is detected; with 1 viewer the camera runs at 25 fps and the detector takes
+   detect_fps of those frames (about how many: the alarm's frames_checked, read just outside the
+   window: inside, the two /status reads cost more than a detection). Under callgrind the camera
+   does not keep 25 fps, so a frame at 25 fps is also computed: a captured frame with its first
+   viewer + an armed 0-viewer captured frame (a detected frame with its capture) x detect_fps / 25.
 3. Instructions per ms of this machine on the VM (a bytecode workload timed natively and counted),
    for the conversion to ms and the goals as instructions.
 
@@ -50,6 +56,7 @@ CAPTURE_GOAL_MS = 0.3
 # on PyPI nor in Debian, so the figure is a constant here
 MJPG_EXTRA_MS = 0.02
 ADMIN = ('admin', 'bench-password')
+DETECT_FPS = 5  # alarm.detect_fps's default (firmware/config/schema.py)
 
 # the camera stand-in's capture() alone: n captures from memory, no sensor pacing, no counters
 # file (the supervisor thread writes that in the firmware's runs); 'copy': what the driver adds,
@@ -331,10 +338,14 @@ def counted(tmp):
     b, ports = start(os.path.join(tmp, 'counted'), True, counted=out)
     res = {}
 
+    def checked():
+        return admin(ports[2], '/status').get('alarm', {}).get('frames_checked', 0)
+
     def window(what, n, frames=None, seconds=None):
         v = Viewers(ports[1], n, 600) if n else None
         if v:
             v.warm(3, 120)
+        k0 = checked() if what in ('armed', 'armed1') else 0
         cg.window(b.pid, out, 'zero')
         c0 = captures(b)
         w0 = time.monotonic()
@@ -347,6 +358,8 @@ def counted(tmp):
         wall = time.monotonic() - w0
         c1 = captures(b)
         files = cg.window(b.pid, out, 'dump')
+        if what in ('armed', 'armed1'):     # about the frames detected (read outside the window)
+            res[what + ' detected'] = checked() - k0
         if v:
             v.close()
             idle_viewers(ports[2], 60)
@@ -354,8 +367,8 @@ def counted(tmp):
         fw = sum(cg.summary(p) for t, p in files.items() if t != 1)
         res[what] = (fw, cg.summary(files[1]) if 1 in files else 0, c1 - c0,
                      sum(v.counts) if v else 0, wall)
-        if what == 'armed':
-            res['native'] = sum(cg.native(p) for t, p in files.items() if t != 1)
+        if what in ('armed', 'armed1'):
+            res[what + ' native'] = sum(cg.native(p) for t, p in files.items() if t != 1)
 
     try:
         time.sleep(2)
@@ -364,6 +377,8 @@ def counted(tmp):
             window(n, n, frames=CG_FRAMES)
         arm(b, ports[2], 120)
         window('armed', 0, seconds=max(SECONDS, CG_FRAMES / 5.0))
+        # armed with a viewer: the camera at 25 fps, the detector on detect_fps (5) of them
+        window('armed1', 1, frames=CG_FRAMES)
     finally:
         b.stop()
     return res
@@ -385,7 +400,12 @@ def firmware_only(res, capture):
         out[n] = (o - per_capture * c) / max(d - c, 1)
     oa, ca, _ = own('armed')
     out['armed'] = oa / max(ca, 1)
-    out['native'] = res.get('native', 0) / max(ca, 1)
+    out['native'] = res.get('armed native', 0) / max(ca, 1)
+    out['armed detected'] = res.get('armed detected', 0), ca
+    o1a, c1a, _ = own('armed1')
+    out['armed1'] = o1a / max(c1a, 1)
+    out['armed1 native'] = res.get('armed1 native', 0) / max(c1a, 1)
+    out['armed1 detected'] = res.get('armed1 detected', 0), c1a
     return out
 
 
@@ -404,9 +424,10 @@ def main():
     copy = standin_capture(tmp, 'copy') - capture
     res = counted(tmp)
     rows = []
-    for what in ['idle'] + list(VIEWERS) + ['armed']:
+    for what in ['idle'] + list(VIEWERS) + ['armed', 'armed1']:
         fw, sup, caps, deliv, wall = res[what]
-        rows.append([what if what in ('idle', 'armed') else '%d viewers' % what, '%.1f' % wall,
+        name = {'idle': 'idle', 'armed': 'armed', 'armed1': 'armed, 1 viewer'}.get(what)
+        rows.append([name or '%d viewers' % what, '%.1f' % wall,
                      caps, deliv, '{:,}'.format(fw), '{:,}'.format(sup)])
     table('Counted windows (callgrind, camera from memory; instructions per thread)',
           ['window', 'seconds', 'captures', 'delivered', 'firmware thread', 'supervisor thread'], rows)
@@ -421,11 +442,22 @@ def main():
             return row + ['-', '-']
         return row + ['{:,.0f} ({})'.format(goal_instr, goal),
                       'met' if instr <= goal_instr else 'missed x%.1f' % (instr / goal_instr)]
+    det0, cap0 = own['armed detected']
+    det1, cap1 = own['armed1 detected']
     rows = [line('captured frame, with its first viewer', own['capture'], cap_goal, '0.3 ms'),
-            line('captured frame, armed, 0 viewers (capture + detection)', own['armed'], cap_goal,
-                 '0.3 ms'),
+            # with nobody watching, the detector's rate (alarm.detect_fps) is the camera's: every
+            # captured frame is a detected frame
+            line('captured frame, armed, 0 viewers (about %d detected of %d captured)' % (det0, cap0),
+                 own['armed'], cap_goal, '0.3 ms'),
             line('  of which the detection\'s native (viper) code', own['native'], cap_goal, None),
-            line('  the rest (bytecode)', own['armed'] - own['native'], cap_goal, '0.3 ms')]
+            line('  the rest (bytecode)', own['armed'] - own['native'], cap_goal, '0.3 ms'),
+            line('captured frame, armed, 1 viewer (about %d detected of %d captured)' % (det1, cap1),
+                 own['armed1'], cap_goal, '0.3 ms'),
+            line('  of which the detection\'s native (viper) code', own['armed1 native'],
+                 cap_goal, None),
+            line('captured frame at 25 fps, armed, detection at %d fps: first viewer + %d/25 of '
+                 'an armed 0-viewer frame' % (DETECT_FPS, DETECT_FPS),
+                 own['capture'] + own['armed'] * DETECT_FPS / 25.0, cap_goal, '0.3 ms')]
     for n in VIEWERS[1:]:
         rows.append(line('extra viewer, per delivered frame (%d viewers)' % n, own[n], extra_goal,
                          'mjpg-streamer %.2f ms' % MJPG_EXTRA_MS))

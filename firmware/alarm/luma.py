@@ -24,8 +24,9 @@ from micropython import const
 #   [1024:1280] HUFFVAL
 _LT = const(1280)
 # Per table in self._slow (array 'H'): [l] first code of length l,
-# [17+l] number of codes of length l, [34+l] index of its first symbol.
-_ST = const(64)
+# [17+l] number of codes of length l, [34+l] index of its first symbol, [51+l] the 16-bit
+# lookaheads below which the code has at most l bits (first code + count) << (16 - l).
+_ST = const(68)
 _RAW = const(273)  # cached raw DHT bytes per slot: 16 counts + 256 values (+1)
 
 _MAXB = const(10)  # max blocks per MCU (JPEG limit)
@@ -42,7 +43,22 @@ _P_W8 = const(7)
 _P_H8 = const(8)
 _P_LH = const(9)
 _P_LV = const(10)
-_P_BLK = const(11)  # 10 entries: dc slot | ac slot << 4 | comp << 8 | luma << 12 | dx << 16 | dy << 20
+# per block of the MCU (10 entries each): DC table offset in tab, its AC table's multi-symbol
+# table offset in mul (bytes), luma: offset in out from the MCU's first luma block + 1 (chroma: 0;
+# a ptr32 load is unsigned), dx | dy << 4
+_P_DC = const(11)
+_P_AC = const(21)
+_P_OUT = const(31)
+_P_DXY = const(41)
+_P_DCV = const(51)  # the DC table's values in mul (_dc_values)
+_P_DSB = const(61)  # the DC table's slow table offset in slow
+_P_ASB = const(71)  # the AC table's | its offset in tab << 16
+# mul: per DC table its values (512 entries, _dc_values), per AC table its multi-symbol table
+# (2048, _multi): the tables 0 and 1 first (baseline JPEG has no others), the tables 2 and 3
+# (extended JPEG) added when a frame uses one of them. Offsets by slot (0..3 DC, 4..7 AC):
+_MOFF = (0, 512, 5120, 5632, 1024, 3072, 6144, 8192)
+_MUL_BASE = const(5120)
+_MUL_ALL = const(10240)
 
 _ERRS = {
     -1: "truncated JPEG: entropy-coded data ends early",
@@ -87,10 +103,16 @@ _STD_AC1 = (
 
 
 @micropython.viper
-def _scan(data: ptr8, tab: ptr8, slow: ptr16, par: ptr32, out: ptr8) -> int:
+def _scan(bits: int, buf: int, k: int, data: ptr8, tab: ptr8, mul: ptr16, slow: ptr16,
+          par: ptr32, out: ptr8) -> int:
     # Decode one baseline scan; store luma DC values into out. Returns 0 or an
     # error code (<0). Every read of data is bounds-checked against end; past
     # the end or at a marker, zero bits are supplied (and counted in pad).
+    # Cost is per statement (the emitter keeps nothing in registers across statements but the
+    # first three locals: bits, buf and k, parameters called with 0 for that reason), so the
+    # hot paths are written in as few statements as they can be.
+    # buf holds `bits` (<= 32) unread bits; two bytes are read at once when neither is 0xFF (no
+    # stuffing, no marker), else one by one.
     pos = int(par[0])
     end = int(par[1])
     mcux = int(par[2])
@@ -102,22 +124,20 @@ def _scan(data: ptr8, tab: ptr8, slow: ptr16, par: ptr32, out: ptr8) -> int:
     h8 = int(par[8])
     lh = int(par[9])
     lv = int(par[10])
-    p0 = int(0)  # DC predictors (locals: ptr32 loads are unsigned on some ports)
-    p1 = int(0)
-    p2 = int(0)
-    buf = int(0)
-    bits = int(0)
+    p0 = int(0)  # luma DC predictor (the chroma DC values are skipped, not summed)
     pad = int(0)
+    lim = end - 1  # two bytes at pos < lim
     rleft = ri
     rst = int(0)
     my = int(0)
-    # The three outer loops test their condition at the top and jump back unconditionally: a
+    # The outer loops test their condition at the top and jump back unconditionally: a
     # `while cond:` loop's back edge is a conditional branch, which mpy-cross before 1.22 cannot
     # encode across a body this long on Xtensa ("bccz out of range", a broken jump on a board).
     while True:
         if my >= mcuy:
             break
         mx = int(0)
+        row = my * lv * w8
         while True:
             if mx >= mcux:
                 break
@@ -139,146 +159,70 @@ def _scan(data: ptr8, tab: ptr8, slow: ptr16, par: ptr32, out: ptr8) -> int:
                     pos += 2
                     rst += 1
                     p0 = 0
-                    p1 = 0
-                    p2 = 0
                     rleft = ri
                 rleft -= 1
+            base = row + mx * lh - 1  # out offset of this MCU's first luma block, - 1
+            edge = int(0)  # some of its blocks are past the edge
+            if mx * lh + lh > w8 or my * lv + lv > h8:
+                edge = 1
             b = int(0)
             while True:
                 if b >= nb:
                     break
-                info = int(par[11 + b])
-                t = info & 15
-                tb = t * 1280
                 # ---- DC ----
-                while bits <= 24:
-                    if pos < end:
-                        c = int(data[pos])
-                        if c == 0xFF:
-                            if pos + 1 < end and int(data[pos + 1]) == 0:
-                                pos += 2
-                                buf = (buf << 8) | 0xFF
+                if bits <= 16:
+                    if pos < lim and int(data[pos]) != 0xFF and int(data[pos + 1]) != 0xFF:
+                        buf = (buf << 16) | (int(data[pos]) << 8) | int(data[pos + 1])
+                        pos += 2
+                        bits += 16
+                    else:
+                        while bits <= 24:
+                            if pos < end:
+                                c = int(data[pos])
+                                if c == 0xFF:
+                                    if pos + 1 < end and int(data[pos + 1]) == 0:
+                                        pos += 2
+                                        buf = (buf << 8) | 0xFF
+                                    else:
+                                        buf = buf << 8
+                                        pad += 1
+                                else:
+                                    pos += 1
+                                    buf = (buf << 8) | c
                             else:
                                 buf = buf << 8
                                 pad += 1
-                        else:
-                            pos += 1
-                            buf = (buf << 8) | c
-                    else:
-                        buf = buf << 8
-                        pad += 1
-                    bits += 8
+                            bits += 8
                 look = (buf >> (bits - 9)) & 511
-                l = int(tab[tb + look])
-                if l != 0:
-                    s = int(tab[tb + 512 + look])
-                    bits -= l
+                e = int(mul[int(par[51 + b]) + look])  # size and value at once (_dc_values)
+                if e != 0:
+                    bits -= e & 15
+                    v = (e >> 4) - 256
                 else:
-                    sb = t * 64
-                    s = -1
-                    l = 10
-                    while l <= 16:
-                        d = ((buf >> (bits - l)) & ((1 << l) - 1)) - int(slow[sb + l])
-                        if d >= 0 and d < int(slow[sb + 17 + l]):
-                            s = int(tab[tb + 1024 + int(slow[sb + 34 + l]) + d])
-                            bits -= l
-                            break
-                        l += 1
-                    if s < 0:
-                        par[0] = pos
-                        return -2
-                if s != 0:
-                    if s > 11:
-                        par[0] = pos
-                        return -5
-                    while bits < s:
-                        if pos < end:
-                            c = int(data[pos])
-                            if c == 0xFF:
-                                if pos + 1 < end and int(data[pos + 1]) == 0:
-                                    pos += 2
-                                    buf = (buf << 8) | 0xFF
-                                else:
-                                    buf = buf << 8
-                                    pad += 1
-                            else:
-                                pos += 1
-                                buf = (buf << 8) | c
-                        else:
-                            buf = buf << 8
-                            pad += 1
-                        bits += 8
-                    bits -= s
-                    v = (buf >> bits) & ((1 << s) - 1)
-                    if v < (1 << (s - 1)):
-                        v = v + 1 - (1 << s)
-                    cp = (info >> 8) & 3
-                    if cp == 0:
-                        p0 += v
-                    elif cp == 1:
-                        p1 += v
-                    else:
-                        p2 += v
-                if info & 0x1000:
-                    ox = mx * lh + ((info >> 16) & 15)
-                    oy = my * lv + ((info >> 20) & 15)
-                    if ox < w8 and oy < h8:
-                        v = ((p0 * q0 + 4) >> 3) + 128
-                        if v < 0:
-                            v = 0
-                        elif v > 255:
-                            v = 255
-                        out[oy * w8 + ox] = v
-                # ---- AC: decode and skip ----
-                t = (info >> 4) & 15
-                tb = t * 1280
-                lt = ptr8(uint(tab) + tb)  # this AC table's lookahead
-                k = int(1)
-                while k < 64:
-                    while bits <= 24:
-                        if pos < end:
-                            c = int(data[pos])
-                            if c == 0xFF:
-                                if pos + 1 < end and int(data[pos + 1]) == 0:
-                                    pos += 2
-                                    buf = (buf << 8) | 0xFF
-                                else:
-                                    buf = buf << 8
-                                    pad += 1
-                            else:
-                                pos += 1
-                                buf = (buf << 8) | c
-                        else:
-                            buf = buf << 8
-                            pad += 1
-                        bits += 8
+                    tb = int(par[11 + b])  # the DC table
                     look = (buf >> (bits - 9)) & 511
-                    l = int(lt[look])
+                    l = int(tab[tb + look])
                     if l != 0:
-                        # AC fast path: l = code length + extra bits (<= 24 <
-                        # 25 bits present), entry = zigzag advance, 0 = EOB
+                        s = int(tab[tb + 512 + look])
                         bits -= l
-                        l = int(lt[512 + look])
-                        if l == 0:
-                            break
-                        k += l
-                        continue
                     else:
-                        sb = t * 64
+                        # a code longer than 9 bits, or a size over 11 (left out of the fast table)
+                        sb = int(par[61 + b])  # its slow table
                         s = -1
-                        l = 10
+                        l = 1
+                        d = (buf >> (bits - 16)) & 0xFFFF  # the code is the shortest l with d < limit[l]
                         while l <= 16:
-                            d = ((buf >> (bits - l)) & ((1 << l) - 1)) - int(slow[sb + l])
-                            if d >= 0 and d < int(slow[sb + 17 + l]):
-                                s = int(tab[tb + 1024 + int(slow[sb + 34 + l]) + d])
+                            if d < int(slow[sb + 51 + l]):
+                                s = int(tab[tb + 1024 + int(slow[sb + 34 + l]) + (d >> (16 - l)) - int(slow[sb + l])])
                                 bits -= l
                                 break
                             l += 1
                         if s < 0:
                             par[0] = pos
                             return -2
-                    r = s >> 4
-                    s = s & 15
+                        if s > 11:
+                            par[0] = pos
+                            return -5
                     if s != 0:
                         while bits < s:
                             if pos < end:
@@ -298,14 +242,138 @@ def _scan(data: ptr8, tab: ptr8, slow: ptr16, par: ptr32, out: ptr8) -> int:
                                 pad += 1
                             bits += 8
                         bits -= s
-                        k += r + 1
-                    elif r == 15:
-                        k += 16
+                    v = 0
+                    if s != 0:
+                        v = (buf >> bits) & ((1 << s) - 1)
+                        if v < (1 << (s - 1)):
+                            v = v + 1 - (1 << s)
+                o = int(par[31 + b])  # 1 + offset in out, 0: not luma
+                if o != 0:
+                    p0 += v
+                    v = ((p0 * q0 + 4) >> 3) + 128
+                    if uint(v) > uint(255):
+                        v = 0
+                        if p0 > 0:
+                            v = 255
+                    if edge == 0:
+                        out[base + o] = v
                     else:
+                        d = int(par[41 + b])
+                        if mx * lh + (d & 15) < w8 and my * lv + (d >> 4) < h8:
+                            out[base + o] = v
+                # ---- AC: skipped, several symbols per lookup where they fit ----
+                mt = ptr16(uint(mul) + int(par[21 + b]))  # the AC table's _multi table
+                k = 1
+                while True:
+                    while True:
+                        if bits <= 16:
+                            if pos < lim and int(data[pos]) != 0xFF and int(data[pos + 1]) != 0xFF:
+                                buf = (buf << 16) | (int(data[pos]) << 8) | int(data[pos + 1])
+                                pos += 2
+                                bits += 16
+                            else:
+                                while bits <= 24:
+                                    if pos < end:
+                                        c = int(data[pos])
+                                        if c == 0xFF:
+                                            if pos + 1 < end and int(data[pos + 1]) == 0:
+                                                pos += 2
+                                                buf = (buf << 8) | 0xFF
+                                            else:
+                                                buf = buf << 8
+                                                pad += 1
+                                        else:
+                                            pos += 1
+                                            buf = (buf << 8) | c
+                                    else:
+                                        buf = buf << 8
+                                        pad += 1
+                                    bits += 8
+                        e = int(mt[(buf >> (bits - 11)) & 2047])
+                        k += e >> 4
+                        if k >= 64:
+                            break
+                        bits -= e & 15
+                    # the block's end (k == 64, or an EOB: k = 1024 + where the EOB was, < 64), a long
+                    # code, or symbols that would go past 64
+                    if uint(k - 1025) < uint(63) or k == 64:
+                        bits -= e & 15
                         break
-                if k > 64:
-                    par[0] = pos
-                    return -3
+                    k -= e >> 4
+                    # one symbol at a time
+                    tb = int(par[71 + b]) >> 16  # the AC table
+                    while bits <= 24:
+                        if pos < end:
+                            c = int(data[pos])
+                            if c == 0xFF:
+                                if pos + 1 < end and int(data[pos + 1]) == 0:
+                                    pos += 2
+                                    buf = (buf << 8) | 0xFF
+                                else:
+                                    buf = buf << 8
+                                    pad += 1
+                            else:
+                                pos += 1
+                                buf = (buf << 8) | c
+                        else:
+                            buf = buf << 8
+                            pad += 1
+                        bits += 8
+                    look = (buf >> (bits - 9)) & 511
+                    l = int(tab[tb + look])
+                    if l != 0:
+                        # l = code length + extra bits (<= 24 < 25 bits present),
+                        # entry = zigzag advance, 0 = EOB
+                        bits -= l
+                        l = int(tab[tb + 512 + look])
+                        if l == 0:
+                            break
+                        k += l
+                    else:
+                        sb = int(par[71 + b]) & 0xFFFF  # its slow table
+                        s = -1
+                        l = 10
+                        d = (buf >> (bits - 16)) & 0xFFFF  # the code is the shortest l with d < limit[l]
+                        while l <= 16:
+                            if d < int(slow[sb + 51 + l]):
+                                s = int(tab[tb + 1024 + int(slow[sb + 34 + l]) + (d >> (16 - l)) - int(slow[sb + l])])
+                                bits -= l
+                                break
+                            l += 1
+                        if s < 0:
+                            par[0] = pos
+                            return -2
+                        r = s >> 4
+                        s = s & 15
+                        if s != 0:
+                            while bits < s:
+                                if pos < end:
+                                    c = int(data[pos])
+                                    if c == 0xFF:
+                                        if pos + 1 < end and int(data[pos + 1]) == 0:
+                                            pos += 2
+                                            buf = (buf << 8) | 0xFF
+                                        else:
+                                            buf = buf << 8
+                                            pad += 1
+                                    else:
+                                        pos += 1
+                                        buf = (buf << 8) | c
+                                else:
+                                    buf = buf << 8
+                                    pad += 1
+                                bits += 8
+                            bits -= s
+                            k += r + 1
+                        elif r == 15:
+                            k += 16
+                        else:
+                            break
+                    if k >= 64:
+                        if k > 64:
+                            par[0] = pos
+                            return -3
+                        break
                 b += 1
             mx += 1
         my += 1
@@ -313,6 +381,36 @@ def _scan(data: ptr8, tab: ptr8, slow: ptr16, par: ptr32, out: ptr8) -> int:
     if pad * 8 > bits:
         return -1
     return 0
+
+
+@micropython.viper
+def _multi(tab: ptr8, tb: int, mul: ptr16, mb: int):
+    # The multi-symbol table of the AC table at tab[tb:] into mul[mb:mb + 2048]: for each 11-bit
+    # lookahead, as many whole AC symbols (code + extra bits, from the 9-bit table) as fit,
+    # stopping after an EOB: bits used | advance << 4, where the advance is the symbols' zigzag
+    # advance, + 1024 with an EOB (so that k >= 64 in _scan stops at every EOB, and the EOB's
+    # place can be told), 2047 when not even the first symbol fits in 11 bits.
+    tab = ptr8(uint(tab) + tb)
+    mul = ptr16(uint(mul) + 2 * mb)
+    v = 0
+    while v < 2048:
+        n = 0
+        adv = 0
+        while n < 11:
+            look = ((v << 9) >> (11 - n)) & 511  # the next 9 bits, zeros past the window
+            ln = int(tab[look])
+            if ln == 0 or ln > 11 - n:
+                break
+            a = int(tab[512 + look])
+            n += ln
+            if a == 0:
+                adv += 1024
+                break
+            adv += a
+        if n == 0:
+            adv = 2047
+        mul[v] = n | (adv << 4)
+        v += 1
 
 
 @micropython.viper
@@ -397,10 +495,12 @@ class LumaExtractor:
         self.w8 = 0
         self.h8 = 0
         self._tab = bytearray(8 * _LT)
+        # AC slots' multi-symbol tables (_multi), DC slots' size-and-value tables (_dc_values)
+        self._mul = array("H", bytes(2 * _MUL_BASE))
         self._slow = array("H", bytes(2 * 8 * _ST))
         self._raw = bytearray(8 * _RAW)
         self._rawlen = array("H", bytes(16))  # 0 = never built
-        self._par = array("i", bytes(4 * 32))
+        self._par = array("i", bytes(4 * 84))
         self._q0 = array("H", bytes(8))
         self._qdef = 0  # bitmask of DQT tables defined in this frame
         # components of the frame (max 4): id, h, v, tq
@@ -462,7 +562,8 @@ class LumaExtractor:
                     a = code << sh
                     sym = raw[base + 16 + k]
                     if isdc:
-                        ln = l
+                        # a size over 11 is refused by _scan's slow path: not in the fast table
+                        ln = l if sym <= 11 else 0
                     else:
                         # AC: consume code + extra bits at once; store the
                         # zigzag advance (r+1, 16 for ZRL, 0 for EOB)
@@ -475,7 +576,34 @@ class LumaExtractor:
                 k += 1
             if code >= (1 << l):
                 raise ValueError("corrupt JPEG: bad Huffman table")
+            slow[sb + 51 + l] = code << (16 - l)
             code <<= 1
+        if _MOFF[slot] >= _MUL_BASE and len(self._mul) < _MUL_ALL:
+            # a table 2 or 3 (extended JPEG): room for all of them, once
+            self._mul.extend(array("H", bytes(2 * (_MUL_ALL - len(self._mul)))))
+        if isdc:
+            self._dc_values(slot)
+        else:
+            _multi(tab, tb, self._mul, _MOFF[slot])
+
+    def _dc_values(self, slot):
+        # for each 9-bit lookahead whose DC code and extra bits both fit in it: their length |
+        # (the difference + 256) << 4; 0: they do not (_scan decodes them the long way)
+        tab = self._tab
+        tb = slot * _LT
+        mul = self._mul
+        db = _MOFF[slot]
+        for j in range(512):
+            e = 0
+            l = tab[tb + j]
+            if l:
+                s = tab[tb + 512 + j]
+                if l + s <= 9:
+                    x = (j >> (9 - l - s)) & ((1 << s) - 1)
+                    if s and x < (1 << (s - 1)):
+                        x += 1 - (1 << s)
+                    e = (l + s) | (x + 256) << 4
+            mul[db + j] = e
 
     def _dht(self, d, i, end):
         while i < end:
@@ -609,7 +737,13 @@ class LumaExtractor:
                 for dx in range(hh):
                     if nb >= _MAXB:
                         raise ValueError("corrupt JPEG: too many blocks per MCU")
-                    par[_P_BLK + nb] = td | (ta + 4) << 4 | c << 8 | (c == 0) << 12 | dx << 16 | dy << 20
+                    par[_P_DC + nb] = td * _LT
+                    par[_P_AC + nb] = 2 * _MOFF[ta + 4]  # bytes into mul
+                    par[_P_OUT + nb] = 1 + dy * self.w8 + dx if c == 0 else 0
+                    par[_P_DXY + nb] = dx | dy << 4
+                    par[_P_DCV + nb] = _MOFF[td]
+                    par[_P_DSB + nb] = td * _ST
+                    par[_P_ASB + nb] = (ta + 4) * _ST | (ta + 4) * _LT << 16
                     nb += 1
         if not luma:
             return False
@@ -637,7 +771,7 @@ class LumaExtractor:
         par[_P_Q0] = self._q0[self._ctq[0]]
         par[_P_W8] = self.w8
         par[_P_H8] = self.h8
-        r = _scan(d, self._tab, self._slow, par, self.luma)
+        r = _scan(0, 0, 0, d, self._tab, self._mul, self._slow, par, self.luma)
         if r < 0:
             raise ValueError(_ERRS[r])
         return True
