@@ -418,9 +418,11 @@ def load_config(path):
     try:
         cfg = schema.load(path)
     except schema.ConfigError as e:
+        # Not sys.exit(): a SystemExit out of main.py is a soft reset on the ESP32, and the board
+        # would boot, refuse and reboot for ever. Returning leaves it at the REPL, for mpremote.
         print(str(e))
-        print('config refused: fix config.json and restart')
-        sys.exit(1)
+        print('config refused: fix config.json (mpremote edit :config.json) and reset')
+        cfg = None
     del sys.modules['firmware.config.schema']
     del firmware.config.schema
     return cfg
@@ -449,6 +451,8 @@ def main(path='config.json'):
     import camera
     driver = camera_driver(camera)
     cfg = load_config(path)
+    if cfg is None:
+        return
     gc.collect()
     app = App(cfg, missing, driver)
     # Collect between the boot phases so the objects that live for good pack at the bottom of

@@ -324,3 +324,18 @@ def test_the_repl_protocol_on_the_simulated_serial_port(firmware, tmp_path):
         assert dev.board.wait_for(lambda b: b.console().count('main: running') == 2, 10)
     finally:
         port.close()
+
+
+def test_a_refused_config_leaves_the_board_at_the_repl_not_in_a_boot_loop(firmware):
+    """A SystemExit out of main.py is a soft reset on the ESP32: the firmware's sys.exit(1) on a
+    refused config.json made the board boot, refuse and reboot for ever. Now it stays at the
+    REPL, where mpremote can fix the file."""
+    dev = firmware({'http': {'control_port': 99999}}, env={'SIM_REPL': '1'}, ready=False)
+    assert dev.wait_console('config refused')
+    port = Port(dev.board.repl_path)
+    try:
+        port.send(b'print("still", 6 * 7)\r')
+        assert port.until(b'still 42\r\n>>> ')
+    finally:
+        port.close()
+    assert dev.board.boots == 1 and dev.console().count('config refused') == 1, dev.console()
