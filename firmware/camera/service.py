@@ -32,6 +32,7 @@ VARS = ('framesize', 'quality', 'brightness', 'contrast', 'saturation', 'special
         'aec_value', 'agc', 'agc_gain', 'gainceiling', 'bpc', 'wpc', 'raw_gma', 'lenc', 'dcw',
         'colorbar', 'led_intensity')
 # CameraWebServer's pixformat numbers (esp32-camera's pixformat_t)
+SHORT_MS = 3000   # a frame-sized block may take that long to come back from the viewers
 PIXFORMAT = {'JPEG': 4, 'GRAYSCALE': 3}
 RANGES = {
     'framesize': (0, len(FRAMESIZES) - 1), 'quality': (10, 63), 'brightness': (-2, 2),
@@ -293,7 +294,7 @@ class CameraService:
 
     async def run(self):
         backoff = 1
-        short = False              # the last capture found no memory for its frame
+        short = None               # since when captures find no memory for their frame
         last = time.ticks_ms()
         while True:
             self.beat()
@@ -335,17 +336,18 @@ class CameraService:
             try:
                 frame = self.drv.capture()      # False when it failed
             except MemoryError:
-                # No block for the frame: most often a viewer still sending the last frame holds
-                # the heap a second one would need. Once, retry at the next period (the pacing
-                # lets the senders finish meanwhile); a shortage that persists is a failed
-                # capture, not a dead task (a task restart backs off for up to a minute), and N
-                # in a row reboot the board.
+                # No block for the frame: most often viewers still sending older frames hold
+                # the heap a new one needs, and they let go as their clients take them (or are
+                # dropped as lagging within seconds). Retry at the next periods meanwhile; only
+                # a shortage that outlasts SHORT_MS is a failed capture (N in a row reboot).
                 frame = None
                 gc.collect()
                 self.stats['no_memory'] += 1
-                if not short:
-                    short = True
+                if short is None:
+                    short = time.ticks_ms()
+                if time.ticks_diff(time.ticks_ms(), short) < SHORT_MS:
                     continue
+                short = None
                 why = 'capture: no memory for the frame'
             if not frame:
                 self.stats['failed'] += 1
@@ -356,7 +358,7 @@ class CameraService:
                     backoff = min(backoff * 2, 30)
                 continue
             backoff = 1
-            short = False
+            short = None
             self._fails = 0
             self.stats['captures'] += 1
             self.frame = frame

@@ -226,7 +226,9 @@ def test_a_capture_that_blocks_the_vm_is_reset_by_the_watchdog(firmware):
 
 CAPTURE_OOM = r'''
 import asyncio
+from firmware.camera import service
 from firmware.camera.service import CameraService
+service.SHORT_MS = SHORTAGE_MS
 from firmware.core.log import Log
 
 class Cfg:
@@ -277,24 +279,28 @@ def run_on_vm(tmp_path, source, heapsize=None):
     return line[0], r.stdout
 
 
-def _capture_oom(tmp_path, ooms):
-    return run_on_vm(tmp_path, CAPTURE_OOM.replace('OOMS', str(ooms)))
+def _capture_oom(tmp_path, ooms, short_ms=3000):
+    return run_on_vm(tmp_path, CAPTURE_OOM.replace('OOMS', str(ooms)).replace('SHORTAGE_MS', str(short_ms)))
 
 
 def test_no_memory_for_a_frame_is_a_failed_capture_not_a_dead_task(tmp_path):
     """Seen in the soak at VGA under 512K: capture() found no block for the frame and the
     MemoryError killed the camera task (restarted after 1, 2 ... 60 s). Now a shortage that
-    persists is a failure that counts towards the reboot like any other."""
-    line, out = _capture_oom(tmp_path, 3)
-    assert line == 'RESULT 1 2 3 on False []', out
+    persists (here: SHORT_MS 0) is a failure that counts towards the reboot like any other."""
+    line, out = _capture_oom(tmp_path, 2, short_ms=0)
+    assert line == 'RESULT 1 2 2 on False []', out
     assert 'capture: no memory for the frame (2 in a row)' in out
 
 
-def test_one_capture_without_memory_waits_for_the_senders_and_is_no_failure(tmp_path):
-    """A viewer still sending the last frame can hold the block the next one needs: the first
-    shortage is retried after half a period, counted in no_memory, neither warned nor failed."""
-    line, out = _capture_oom(tmp_path, 1)
-    assert line == 'RESULT 1 0 1 on False []', out
+@pytest.mark.parametrize('ooms', [1, 10])
+def test_a_short_shortage_waits_for_the_senders_and_is_no_failure(tmp_path, ooms):
+    """Viewers still sending older frames can hold the block the next one needs, and each lets
+    go as its client takes its frame: captures without memory are retried at the next periods
+    for up to SHORT_MS (3 s; ten here take 0.2 s), counted in no_memory, neither warned nor
+    failed. (A 384K heap with four VGA viewers lost its camera to three in a row: "camera
+    failed", no frame for anyone.)"""
+    line, out = _capture_oom(tmp_path, ooms)
+    assert line == 'RESULT 1 0 %d on False []' % ooms, out
     assert 'no memory' not in out
 
 
