@@ -56,14 +56,7 @@ def _firmware():
             p = _find(name)
             if p is None:
                 continue  # a missing boot.py/main.py is skipped, like on the board
-            if p.endswith(".mpy"):
-                __import__(name)
-            else:
-                with open(p) as f:
-                    src = f.read()
-                g["__file__"] = p
-                exec(compile(src, p, "exec"), g)
-                src = None
+            _s.run_script(name, p, g)
     except SystemExit as e:
         code = e.args[0] if e.args else 0
         if code is None:

@@ -333,16 +333,7 @@ def _pyexec_file(name, g, find):
     if p is None:
         return OK
 
-    def go():
-        if p.endswith(".mpy"):
-            __import__(name)
-        else:
-            with open(p) as f:
-                src = f.read()
-            g["__file__"] = p
-            exec(compile(src, p, "exec"), g)
-
-    exc = _uart.run(go)
+    exc = _uart.run(lambda: _s.run_script(name, p, g))
     if exc is None:
         return OK
     if isinstance(exc, SystemExit):

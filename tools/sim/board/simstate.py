@@ -205,3 +205,15 @@ def restore_after_soft_reset(cause):
         wdt[1] = time.ticks_add(time.ticks_ms(), left)
         wdt[0] = True
     return bool(rec.get("raw"))
+
+
+def run_script(name, p, g):
+    """Run boot/main found at `p` in the namespace `g`, as pyexec_file() does: a .mpy is
+    imported, a .py compiled and run as a script."""
+    if p.endswith(".mpy"):
+        __import__(name)
+        return
+    with open(p) as f:
+        src = f.read()
+    g["__file__"] = p
+    exec(compile(src, p, "exec"), g)
