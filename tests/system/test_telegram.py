@@ -395,22 +395,25 @@ def test_missing_ca_file_is_reported(run, fake):
     assert not fake.calls
 
 
-# --- the stream keeps its rate ------------------------------------------------------------------
+# --- the stream is not stalled by uploads --------------------------------------------------------
 
-def test_stream_keeps_its_rate_during_uploads(run, fake, jpeg):
+def test_the_stream_is_not_stalled_while_uploads_wait_for_telegram(run, fake, jpeg):
+    """Six 60 KB photos, each answered 1.5 s after its upload: a sender that blocked the loop
+    on the socket would stop the stream for 1.5 s six times; the stream's worst gap is bounded
+    far below that, whatever the machine's load, and it kept ticking through every upload."""
     big = ft.make_jpeg(60000)
     d = run(poll_s=0, queue=8)
     with open(os.path.join(d.flash, 'photo.jpg'), 'wb') as f:
         f.write(big)
     time.sleep(0.5)
+    fake.fail('sendPhoto', 'slow', count=6, delay=1.5)
     d.order(op='tick', reset=True)
-    time.sleep(3)
-    idle = d.order(op='tick', reset=True)
     for _ in range(6):
         d.order(op='command', name='photo', args={'reason': 'request'})
     assert fake.wait(lambda: len(fake.photos) == 6, 60), d.output()
     busy = d.order(op='tick', reset=True)
-    ratio = busy['fps'] / idle['fps']
-    print('stream rate idle %.1f fps, during uploads %.1f fps, ratio %.2f, worst gap %d ms'
-          % (idle['fps'], busy['fps'], ratio, busy['max_gap_ms']))
-    assert ratio > 0.6
+    print('during uploads: %d ticks in %d ms, %.1f fps, worst gap %d ms'
+          % (busy['frames'], busy['ms'], busy['fps'], busy['max_gap_ms']))
+    assert busy['ms'] >= 6 * 1500, busy
+    assert busy['max_gap_ms'] < 1000, busy
+    assert busy['frames'] * 1000 >= busy['ms'], busy  # at least one tick a second all along
