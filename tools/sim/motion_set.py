@@ -275,17 +275,21 @@ def _stamp():
 
 def ensure(outdir=DEFAULT_DIR):
     """Render the set into outdir unless an up-to-date copy is there; return the index."""
-    stamp = os.path.join(outdir, '.stamp')
+    return ensure_set(outdir, _stamp(), write_set)
+
+
+def ensure_set(outdir, stamp, write):
+    """The index in outdir if its stamp is `stamp`, else write(tmp) rendered beside and swapped
+    in: a concurrent reader never sees half a set."""
     try:
-        with open(stamp) as f:
-            if f.read().strip() == _stamp():
+        with open(os.path.join(outdir, '.stamp')) as f:
+            if f.read().strip() == stamp:
                 with open(os.path.join(outdir, 'index.json')) as g:
                     return json.load(g)
     except (OSError, ValueError):
         pass
-    # render beside, then swap in: a concurrent reader never sees half a set
     tmp = '%s.tmp%d' % (outdir.rstrip('/'), os.getpid())
-    index = write_set(tmp)
+    index = write(tmp)
     old = '%s.old%d' % (outdir.rstrip('/'), os.getpid())
     try:
         os.rename(outdir, old)

@@ -349,25 +349,8 @@ def _stamp():
 
 def ensure(outdir=DEFAULT_DIR):
     """Render the set into outdir unless an up-to-date copy is there; return the index."""
-    try:
-        with open(os.path.join(outdir, '.stamp')) as f:
-            if f.read().strip() == _stamp():
-                with open(os.path.join(outdir, 'index.json')) as g:
-                    return json.load(g)
-    except (OSError, ValueError):
-        pass
-    tmp = '%s.tmp%d' % (outdir.rstrip('/'), os.getpid())
-    index = write_set(tmp)
-    old = '%s.old%d' % (outdir.rstrip('/'), os.getpid())
-    try:
-        os.rename(outdir, old)
-    except OSError:
-        old = None
-    os.rename(tmp, outdir)
-    if old:
-        import shutil
-        shutil.rmtree(old, ignore_errors=True)
-    return index
+    from sim import motion_set
+    return motion_set.ensure_set(outdir, _stamp(), write_set)
 
 
 # ---------------------------------------------------------------- metrics
