@@ -31,8 +31,9 @@ VARS = ('framesize', 'quality', 'brightness', 'contrast', 'saturation', 'special
         'wb_mode', 'vflip', 'hmirror', 'sharpness', 'awb', 'awb_gain', 'aec', 'aec2', 'ae_level',
         'aec_value', 'agc', 'agc_gain', 'gainceiling', 'bpc', 'wpc', 'raw_gma', 'lenc', 'dcw',
         'colorbar', 'led_intensity')
-# CameraWebServer's pixformat numbers (esp32-camera's pixformat_t)
 SHORT_MS = 3000   # a frame-sized block may take that long to come back from the viewers
+OLD_HELD = 1      # frames older than the latest that viewers may still send as one is captured
+# CameraWebServer's pixformat numbers (esp32-camera's pixformat_t)
 PIXFORMAT = {'JPEG': 4, 'GRAYSCALE': 3}
 RANGES = {
     'framesize': (0, len(FRAMESIZES) - 1), 'quality': (10, 63), 'brightness': (-2, 2),
@@ -87,7 +88,10 @@ class CameraService:
         self._waiters = 0          # consumers ready for the next frame right now
         self._wake = asyncio.Event()
         self._frame_ev = asyncio.Event()
-        self.stats = {'captures': 0, 'failed': 0, 'inits': 0, 'restarts': 0, 'no_memory': 0}
+        self._held = {}            # seq -> viewers sending that frame (it lives until sent)
+        # most_held: the most frames viewers were still sending as a capture began
+        self.stats = {'captures': 0, 'failed': 0, 'inits': 0, 'restarts': 0, 'no_memory': 0,
+                      'most_held': 0}
         self._fails = 0            # failures in a row
 
     # --- consumers -------------------------------------------------------------------------
@@ -102,6 +106,29 @@ class CameraService:
         self.viewers -= 1
         if not self.viewers and self.flash:
             self.flash.stream(False)
+
+    def hold(self, seq):
+        """A viewer starts sending frame `seq` (from its own memory, no copy): the frame stays
+        alive until it calls let_go."""
+        h = self._held
+        h[seq] = h.get(seq, 0) + 1
+
+    def let_go(self, seq):
+        h = self._held
+        n = h[seq] - 1
+        if n:
+            h[seq] = n
+        else:
+            del h[seq]
+            self._wake.set()        # the capture may be waiting for this frame to go
+
+    def _old_held(self):
+        """How many frames older than the latest ones viewers are still sending."""
+        n = 0
+        for s in self._held:        # a for loop's iterator is on the stack: no allocation
+            if s < self.seq:
+                n += 1
+        return n
 
     def need(self, name, fps):
         """A low-rate consumer (e.g. motion detection) wants frames at `fps`; 0 withdraws."""
@@ -327,6 +354,17 @@ class CameraService:
                 # Short naps, so a viewer joining a slow detector is served at once.
                 await asyncio.sleep_ms(wait if wait < 20 else 20)
                 continue
+            if self._old_held() > OLD_HELD:
+                # Viewers reading at different speeds drift apart, each sending a frame of its
+                # own from the camera's memory: four held four VGA frames, and a 384K heap had
+                # no block for the next ("camera failed", no frame for anyone). Waiting for them
+                # to let go keeps it to one older frame, the latest and the new one; a single
+                # slow reader does not hold the others back.
+                await self._idle()
+                continue
+            held = len(self._held)
+            if held > self.stats['most_held']:
+                self.stats['most_held'] = held
             last = time.ticks_ms()
             # capture() blocks the VM, so nobody can look at .frame meanwhile: let go of the old
             # frame first (the attribute and this loop's own local), so that unless a viewer still
@@ -392,4 +430,4 @@ class CameraService:
                 'width': w, 'height': h, 'viewers': self.viewers, 'frames': self.seq,
                 'captures': self.stats['captures'], 'failed': self.stats['failed'],
                 'restarts': self.stats['restarts'], 'inits': self.stats['inits'],
-                'no_memory': self.stats['no_memory']}
+                'no_memory': self.stats['no_memory'], 'most_held': self.stats['most_held']}

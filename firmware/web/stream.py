@@ -1,9 +1,12 @@
 """Port 81: the MJPEG stream, in CameraWebServer's and mjpg-streamer's dialects.
 
 Every viewer is fed the camera service's shared frame. A viewer sends the newest frame each time
-its socket has taken the previous one, so a slow viewer skips frames instead of stalling the others
-or queueing them. Frames are written straight from the camera's buffer through a memoryview: no
-viewer ever copies a frame (asyncio's Stream.write would copy the unsent remainder of each one).
+its socket has sent most of the previous one (picked then, so a slow reader's own receive buffer
+does not fill with the camera's frames back to back), so a slow viewer skips frames instead of
+stalling the others or queueing them. Frames are written straight from the camera's buffer
+through a memoryview: no viewer ever copies a frame (asyncio's Stream.write would copy the
+unsent remainder of each one). The camera is told which frame each viewer sends (`cam.hold`),
+and waits for viewers that drifted apart rather than keep a frame alive for each of them.
 A viewer that makes no progress for `STALL_MS` is dropped, and whatever error a disconnect raises,
 the viewer's slot and socket are freed.
 """
@@ -57,6 +60,7 @@ class Viewer:
         self.task = None
         self.progress = time.ticks_ms()
         self.sending = False
+        self.poll = aio.room_poll(stream)
         self.sent = 0
         self.closed = False
 
@@ -89,11 +93,22 @@ class Viewer:
     async def _send_next(self):
         cam = self.cam
         self.seq = await cam.next_frame(self.seq)
-        frame = cam.frame
         self.progress = time.ticks_ms()
-        self.sending = True
-        await aio.send_all(self.stream, self.headers.get(self.seq))
-        await aio.send_all(self.stream, frame)
+        self.sending = True             # from here a reader that takes nothing is reaped
+        if not aio.has_room(self.poll):
+            # A frame is started only once the socket has sent most of the last one; when the
+            # reader has not made that room yet, the frame is picked once it has: the one
+            # picked before would be sent behind all the reader has yet to read.
+            await aio.writable(aio.raw(self.stream))
+            self.seq = await cam.next_frame(cam.seq - 1)
+        seq = self.seq
+        frame = cam.frame
+        cam.hold(seq)
+        try:
+            await aio.send_all(self.stream, self.headers.get(seq))
+            await aio.send_all(self.stream, frame)
+        finally:
+            cam.let_go(seq)         # gone, cancelled or sent: the camera may capture again
         self.sending = False
         self.sent += 1
 

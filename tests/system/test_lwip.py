@@ -8,6 +8,7 @@ Every client is on loopback; every wait is bounded and polls.
 """
 import json
 import socket
+import threading
 import time
 
 import pytest
@@ -65,6 +66,58 @@ def test_a_5_fps_viewer_is_sent_recent_frames_not_the_cameras_back_to_back(firmw
     # back, none since)
     assert sum(1 for g in gaps if g < 0.06) <= len(gaps) // 4, ['%.2f' % g for g in gaps]
     assert fast.frames > 5 * len(stamps), (fast.frames, len(stamps))
+
+
+def trickle(port, rate, seconds, src, got):
+    """A client that takes `rate` bytes a second, 2 KB at a time, through a small receive buffer
+    (a phone on a weak link): its viewer holds each frame for as long as the client reads it."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.bind((src, 0))
+    s.settimeout(10)
+    try:
+        s.connect(('127.0.0.1', port))
+        s.sendall(b'GET /stream HTTP/1.1\r\nHost: x\r\n\r\n')
+        n = 0
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < seconds:
+            data = s.recv(2048)
+            if not data:
+                break
+            n += len(data)
+            time.sleep(max(0, t0 + n / rate - time.monotonic()))
+        got.append(n)
+    finally:
+        s.close()
+
+
+def test_viewers_reading_at_different_speeds_hold_at_most_two_frames_at_a_capture(firmware):
+    """A viewer sends its frame from the camera's own memory until the socket has taken it, and
+    viewers reading at different speeds drift apart, each holding a frame of its own: four VGA
+    viewers held four, and with the one being captured a 384K heap had no block for it ("camera
+    failed", no frame for anyone). The camera waits before a capture while viewers still send
+    more than one frame older than the latest. Three clients reading 200, 120 and 70 KB/s beside
+    a full-speed one: without that wait, captures began with all three held."""
+    dev = firmware({'camera': {'framesize': 'VGA'}})
+    port = dev.ports['stream']
+    fast = FullSpeed(port)
+    fast.start()
+    wait(lambda: fast.frames >= 10, 20, 'the full-speed viewer streams')
+    got = []
+    readers = [threading.Thread(target=trickle, args=(port, rate, 8, '127.0.0.%d' % (2 + i), got))
+               for i, rate in enumerate((200000, 120000, 70000))]
+    try:
+        for t in readers:
+            t.start()
+        for t in readers:
+            t.join(30)
+    finally:
+        fast.stop.set()
+        fast.join(10)
+    assert len(got) == 3 and min(got) > 8 * 70000 // 2, got     # each took frames throughout
+    st = dev.status()
+    assert 0 < st['camera']['most_held'] <= 2, st['camera']
+    assert st['stream']['dropped_lagging'] == 0 and st['camera']['failed'] == 0, st
 
 
 # --- the board's socket count --------------------------------------------------------------------
