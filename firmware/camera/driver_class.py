@@ -70,10 +70,11 @@ class ClassCamera:
             return False
         if mv is None:
             return False
-        frame = bytes(mv)
-        mv = None
-        cam.free_buffer()
-        return frame
+        try:
+            return bytes(mv)
+        finally:
+            mv = None
+            cam.free_buffer()   # a copy that raised MemoryError gives the buffer back too
 
     def set_quality(self, q):
         self.cam.set_quality(api_quality(q))

@@ -32,7 +32,8 @@ VARS = ('framesize', 'quality', 'brightness', 'contrast', 'saturation', 'special
         'aec_value', 'agc', 'agc_gain', 'gainceiling', 'bpc', 'wpc', 'raw_gma', 'lenc', 'dcw',
         'colorbar', 'led_intensity')
 SHORT_MS = 3000   # a frame-sized block may take that long to come back from the viewers
-OLD_HELD = 1      # frames older than the latest that viewers may still send as one is captured
+OLD_HELD = 1      # frames older than the latest that viewers may still send as one is captured,
+TIGHT = 4         # while the heap has less than this many frames free (a PSRAM heap never waits)
 # CameraWebServer's pixformat numbers (esp32-camera's pixformat_t)
 PIXFORMAT = {'JPEG': 4, 'GRAYSCALE': 3}
 RANGES = {
@@ -89,6 +90,13 @@ class CameraService:
         self._wake = asyncio.Event()
         self._frame_ev = asyncio.Event()
         self._held = {}            # seq -> viewers sending that frame (it lives until sent)
+        # modcamera.c hands the driver's buffer back only after copying the frame out of it:
+        # when the copy raises MemoryError the buffer is lost, and every capture after it waits
+        # 4 s for it and fails. So on a tight heap the block is found before the driver is asked.
+        self._copy_loses_buffer = self.family() == 'functions'
+        self._size = 0             # bytes of the last frame
+        self._tight = False        # the heap had room for fewer than TIGHT frames ...
+        self._weighed = time.ticks_add(time.ticks_ms(), -1000)   # ... when last weighed
         # most_held: the most frames viewers were still sending as a capture began
         self.stats = {'captures': 0, 'failed': 0, 'inits': 0, 'restarts': 0, 'no_memory': 0,
                       'most_held': 0}
@@ -129,6 +137,32 @@ class CameraService:
             if s < self.seq:
                 n += 1
         return n
+
+    def _short_of_room(self):
+        """The heap holds fewer than TIGHT more frames. Weighed at most once a second: mem_free
+        walks the whole allocation table, milliseconds on a 4 MB PSRAM heap."""
+        now = time.ticks_ms()
+        if time.ticks_diff(now, self._weighed) >= 1000:
+            self._weighed = now
+            self._tight = gc.mem_free() < TIGHT * (self._size or 32768)
+        return self._tight
+
+    def _room_for_frame(self):
+        """A block for the next frame exists. Tried with a bytearray of its size, where a
+        MemoryError loses nothing, and let go: the driver's copy finds that block once the
+        allocator has collected. Counting free bytes is not enough: they may be in pieces."""
+        try:
+            bytearray(self._size + (self._size >> 4))   # frames vary: a little to spare
+        except MemoryError:
+            return False
+        return True
+
+    def _restart(self):
+        try:
+            self._init()
+        except (OSError, ValueError) as e:
+            self.log.warn('camera: restart failed: %s' % e)
+            self._set_state('failed')             # the loop retries with backoff
 
     def need(self, name, fps):
         """A low-rate consumer (e.g. motion detection) wants frames at `fps`; 0 withdraws."""
@@ -354,12 +388,13 @@ class CameraService:
                 # Short naps, so a viewer joining a slow detector is served at once.
                 await asyncio.sleep_ms(wait if wait < 20 else 20)
                 continue
-            if self._old_held() > OLD_HELD:
+            if self._old_held() > OLD_HELD and self._short_of_room():
                 # Viewers reading at different speeds drift apart, each sending a frame of its
                 # own from the camera's memory: four held four VGA frames, and a 384K heap had
                 # no block for the next ("camera failed", no frame for anyone). Waiting for them
                 # to let go keeps it to one older frame, the latest and the new one; a single
-                # slow reader does not hold the others back.
+                # slow reader does not hold the others back, and where the heap has room (PSRAM)
+                # nobody waits: two slow readers would slow the camera for everyone.
                 await self._idle()
                 continue
             held = len(self._held)
@@ -371,14 +406,19 @@ class CameraService:
             # sends it, its block can hold the new one.
             self.frame = frame = None
             why = 'capture failed'
-            try:
-                frame = self.drv.capture()      # False when it failed
-            except MemoryError:
+            room = not (self._copy_loses_buffer and self._short_of_room()) or self._room_for_frame()
+            if room:
+                try:
+                    frame = self.drv.capture()      # False when it failed
+                except MemoryError:
+                    room = False
+                    if self._copy_loses_buffer:
+                        self._restart()             # deinit frees the lost buffer
+            if not room:
                 # No block for the frame: most often viewers still sending older frames hold
                 # the heap a new one needs, and they let go as their clients take them (or are
                 # dropped as lagging within seconds). Retry at the next periods meanwhile; only
                 # a shortage that outlasts SHORT_MS is a failed capture (N in a row reboot).
-                frame = None
                 gc.collect()
                 self.stats['no_memory'] += 1
                 if short is None:
@@ -400,6 +440,7 @@ class CameraService:
             self._fails = 0
             self.stats['captures'] += 1
             self.frame = frame
+            self._size = len(frame)
             self.stamp_ms = time.ticks_ms()
             self.stamp_us = time.time_ns() // 1000 + _TO_UNIX_US   # since 1970 on either epoch
             self.seq += 1

@@ -74,6 +74,12 @@ _GRAY_MAX = FRAME_QVGA
 _st = [False, JPEG, FRAME_VGA, 12, 0, -1, 0]
 # sensor settings (no getters on the real driver; kept for the stats file/debugging)
 _sensor = {}
+# The driver's frame buffer is out of its queue from esp_camera_fb_get() until capture() hands it
+# back after copying it (modcamera.c); when the copy raises MemoryError the buffer is never
+# handed back, and with fb_count 1 every later capture waits FB_GET_TIMEOUT for it and fails,
+# until deinit() frees the buffers.
+_leaked = [False]
+FB_GET_TIMEOUT_MS = 4000
 # counters: captures, inits, deinits, failed ; [4] = dirty, [5] = last write ticks
 _stats = [0, 0, 0, 0, False, 0]
 _ctl = None
@@ -181,6 +187,7 @@ def init(id, *, format=JPEG, framesize=FRAME_VGA, quality=12, d0=5, d1=18, d2=19
 
 def deinit():
     _stats[2] += 1
+    _leaked[0] = False
     ok = _st[0]
     _st[0] = False
     _write_stats()
@@ -279,9 +286,24 @@ def capture():
         _stats[3] += 1
         _stats[4] = True
         return False
+    if _leaked[0]:
+        time.sleep_ms(FB_GET_TIMEOUT_MS)
+        print("W (sim) cam_hal: Failed to get frame: timeout")
+        print("E (sim) camera: Camera Capture Failed")
+        _stats[3] += 1
+        _write_stats()
+        return False
     ctl = _control()
     data = ctl.get()
     _wait_frame(_fps(data))
+    try:
+        return _capture(ctl, data)
+    except MemoryError:
+        _leaked[0] = True       # mp_obj_new_bytes() raised: esp_camera_fb_return() never ran
+        raise
+
+
+def _capture(ctl, data):
     buf = None
     if _consume(ctl, data, "fail_capture"):
         # a real failed esp_camera_fb_get() blocks until its timeout (up to 4 s)
