@@ -33,7 +33,7 @@ VARS = ('framesize', 'quality', 'brightness', 'contrast', 'saturation', 'special
         'colorbar', 'led_intensity')
 SHORT_MS = 3000   # a frame-sized block may take that long to come back from the viewers
 OLD_HELD = 1      # frames older than the latest that viewers may still send as one is captured,
-TIGHT = 4         # while the heap has less than this many frames free (a PSRAM heap never waits)
+TIGHT = 24        # on a heap of fewer frames than this (a PSRAM heap holds 60 VGA ones or more)
 # CameraWebServer's pixformat numbers (esp32-camera's pixformat_t)
 PIXFORMAT = {'JPEG': 4, 'GRAYSCALE': 3}
 RANGES = {
@@ -95,8 +95,7 @@ class CameraService:
         # 4 s for it and fails. So on a tight heap the block is found before the driver is asked.
         self._copy_loses_buffer = self.family() == 'functions'
         self._size = 0             # bytes of the last frame
-        self._tight = False        # the heap had room for fewer than TIGHT frames ...
-        self._weighed = time.ticks_add(time.ticks_ms(), -1000)   # ... when last weighed
+        self._heap = gc.mem_free() + gc.mem_alloc()   # both walk the whole heap: once, here
         # most_held: the most frames viewers were still sending as a capture began
         self.stats = {'captures': 0, 'failed': 0, 'inits': 0, 'restarts': 0, 'no_memory': 0,
                       'most_held': 0}
@@ -139,13 +138,10 @@ class CameraService:
         return n
 
     def _short_of_room(self):
-        """The heap holds fewer than TIGHT more frames. Weighed at most once a second: mem_free
-        walks the whole allocation table, milliseconds on a 4 MB PSRAM heap."""
-        now = time.ticks_ms()
-        if time.ticks_diff(now, self._weighed) >= 1000:
-            self._weighed = now
-            self._tight = gc.mem_free() < TIGHT * (self._size or 32768)
-        return self._tight
+        """The heap holds fewer than TIGHT frames in all. Free bytes would say more but cost a
+        walk of the whole allocation table (milliseconds on a 4 MB PSRAM heap), and before a
+        collection they count the garbage as taken."""
+        return self._heap < TIGHT * (self._size or 32768)
 
     def _room_for_frame(self):
         """A block for the next frame exists. Tried with a bytearray of its size, where a
