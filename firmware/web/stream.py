@@ -6,7 +6,7 @@ does not fill with the camera's frames back to back), so a slow viewer skips fra
 stalling the others or queueing them. Frames are written straight from the camera's buffer
 through a memoryview: no viewer ever copies a frame (asyncio's Stream.write would copy the
 unsent remainder of each one). The camera is told which frame each viewer sends (`cam.hold`),
-and waits for viewers that drifted apart rather than keep a frame alive for each of them.
+and on a small heap waits for viewers that drifted apart rather than keep a frame alive for each.
 A viewer that makes no progress for `STALL_MS` is dropped, and whatever error a disconnect raises,
 the viewer's slot and socket are freed.
 """
