@@ -34,6 +34,7 @@ VARS = ('framesize', 'quality', 'brightness', 'contrast', 'saturation', 'special
 SHORT_MS = 3000   # a frame-sized block may take that long to come back from the viewers
 OLD_HELD = 1      # frames older than the latest that viewers may still send as one is captured,
 TIGHT = 24        # on a heap of fewer frames than this (a PSRAM heap holds 60 VGA ones or more)
+FRAME_GUESS = 32768   # bytes of a VGA frame, until the camera has captured one
 # CameraWebServer's pixformat numbers (esp32-camera's pixformat_t)
 PIXFORMAT = {'JPEG': 4, 'GRAYSCALE': 3}
 RANGES = {
@@ -141,7 +142,11 @@ class CameraService:
         """The heap holds fewer than TIGHT frames in all. Free bytes would say more but cost a
         walk of the whole allocation table (milliseconds on a 4 MB PSRAM heap), and before a
         collection they count the garbage as taken."""
-        return self._heap < TIGHT * (self._size or 32768)
+        return self._heap < TIGHT * self.frame_bytes()
+
+    def frame_bytes(self):
+        """Bytes of the last frame (a guess before the first)."""
+        return self._size or FRAME_GUESS
 
     def _room_for_frame(self):
         """A block for the next frame exists. Tried with a bytearray of its size, where a

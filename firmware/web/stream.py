@@ -25,7 +25,6 @@ STALL_MS = 10000
 LAG_MS = 3000           # a viewer this long on one frame ...
 LAG_FRAMES = 3          # ... while the camera captured this many more is dropped
 GREEDY_S = 10           # and its client's next request within this time gets 503 Retry-After
-FRAME_GUESS = 32768     # bytes of a VGA frame, until the camera has captured one
 
 
 class PartHeaders:
@@ -155,8 +154,7 @@ class StreamServer:
         watches; on a tight heap, collect first so they pack into the lowest holes instead of
         being strewn through the block the next frame needs (first fit puts them wherever garbage
         left room). On a roomy heap (PSRAM) the collection is skipped: it would only delay."""
-        frame = len(self.cam.frame) if self.cam.frame else FRAME_GUESS
-        if gc.mem_free() < 4 * frame:
+        if gc.mem_free() < 4 * self.cam.frame_bytes():
             gc.collect()
 
     def start(self, req, boundary):

@@ -281,11 +281,6 @@ def _count(d):
 
 
 def capture():
-    if not _st[0]:
-        print("E (sim) camera: Camera Capture Failed")
-        _stats[3] += 1
-        _stats[4] = True
-        return False
     if _leaked[0]:
         time.sleep_ms(FB_GET_TIMEOUT_MS)
         print("W (sim) cam_hal: Failed to get frame: timeout")
@@ -293,14 +288,24 @@ def capture():
         _stats[3] += 1
         _write_stats()
         return False
-    ctl = _control()
-    data = ctl.get()
-    _wait_frame(_fps(data))
     try:
-        return _capture(ctl, data)
+        return grab()
     except MemoryError:
         _leaked[0] = True       # mp_obj_new_bytes() raised: esp_camera_fb_return() never ran
         raise
+
+
+def grab():
+    """The sensor's next frame, without modcamera.c's copy: the class stand-in's capture()."""
+    if not _st[0]:
+        print("E (sim) camera: Camera Capture Failed")
+        _stats[3] += 1
+        _stats[4] = True
+        return False
+    ctl = _control()
+    data = ctl.get()
+    _wait_frame(_fps(data))
+    return _capture(ctl, data)
 
 
 def _capture(ctl, data):
