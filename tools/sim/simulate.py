@@ -576,8 +576,11 @@ def main(argv=None):
                                preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     board.start()
     if board.repl_path:
-        print("sim: serial port %s (the board's REPL): mpremote connect %s, make deploy PORT=%s"
-              % ((board.repl_path,) * 3), flush=True)
+        # one write of the whole line: the console's reader thread writes beside it
+        sys.stdout.flush()
+        sys.stdout.buffer.write(b"sim: serial port %s (the board's REPL): mpremote connect %s, "
+                                b"make deploy PORT=%s\n" % ((board.repl_path.encode(),) * 3))
+        sys.stdout.buffer.flush()
     try:
         while board.running:
             time.sleep(0.2)
